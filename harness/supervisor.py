@@ -1,0 +1,168 @@
+"""Starts and stops server processes: fork from the lean worker, pin, ready handshake.
+
+Each server is forked (not spawned) so that starting it costs about a
+millisecond and it runs nothing but its role; it dies with its parent
+(PR_SET_PDEATHSIG), and ``stop`` reaps every one of them.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from harness.ipcnames import NameSource
+from servers.echo import serve
+from servers.process import ServerSetup, run_server
+from servers.transports import PLACEMENTS, Channel, Link, Transport
+from servers.transports.call import CallLink
+from servers.workloads import Handler
+
+STOP_GRACE_S = 1.0
+
+
+class ServerStartError(RuntimeError):
+    """A server failed before it answered the ready handshake."""
+
+
+def cpu_plan(placement: str) -> tuple[int, list[int]]:
+    """(client CPU, server CPUs) for a placement, from the CPUs we may use."""
+    if placement not in PLACEMENTS:
+        raise ValueError(f"unknown placement {placement!r} (known: {', '.join(PLACEMENTS)})")
+    allowed = sorted(os.sched_getaffinity(0))
+    if placement == "same-cpu":
+        return allowed[0], [allowed[0]]
+    if len(allowed) < 2:
+        raise ValueError("cross-cpu needs at least two usable CPUs")
+    return allowed[0], allowed[1:]
+
+
+@dataclass
+class Server:
+    pid: int
+    cpu: int
+
+
+@dataclass
+class Supervisor:
+    """Owns the servers of one worker and the client ends that reach them."""
+
+    names: NameSource
+    placement: str = "same-cpu"
+    sched_batch: bool = False
+    timeout: float = 10.0
+    servers: list[Server] = field(default_factory=list)
+    channels: list[Channel] = field(default_factory=list)
+    _links: list[Link] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.client_cpu, self.server_cpus = cpu_plan(self.placement)
+
+    def __enter__(self) -> Supervisor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def pin_client(self) -> None:
+        os.sched_setaffinity(0, {self.client_cpu})
+        if self.sched_batch:
+            os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+
+    @property
+    def pids(self) -> list[int]:
+        return [s.pid for s in self.servers]
+
+    def start(
+        self, transport: Transport, payload: int, make_handler: Callable[[], Handler]
+    ) -> Channel:
+        """Start one server answering with ``make_handler()``; return the client end."""
+        link = transport.open(self.names, payload, self.timeout)
+        if transport.in_process:
+            assert isinstance(link, CallLink)
+            link.attach(make_handler())
+            return self._keep(link.client())
+        self._links.append(link)
+        cpu = self.server_cpus[len(self.servers) % len(self.server_cpus)]
+        setup = ServerSetup(cpu=cpu, sched_batch=self.sched_batch, parent_pid=os.getpid())
+        status_r, status_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(status_r)
+            run_server(setup, status_w, lambda: self._in_child(link, make_handler))
+        os.close(status_w)
+        self.servers.append(Server(pid, cpu))
+        try:
+            self._await_ready(pid, status_r)
+        finally:
+            os.close(status_r)
+        self._links.remove(link)
+        return self._keep(link.client())
+
+    def _in_child(self, link: Link, make_handler: Callable[[], Handler]) -> Callable[[], None]:
+        # Drop every end this child inherited but does not own, so that EOF
+        # reaches the client when a sibling dies.
+        for channel in self.channels:
+            channel.close()
+        channel = link.server()
+        handler = make_handler()
+        return lambda: serve(channel, handler)
+
+    def _keep(self, channel: Channel) -> Channel:
+        self.channels.append(channel)
+        return channel
+
+    def _await_ready(self, pid: int, status_fd: int) -> None:
+        ready, _, _ = select.select([status_fd], [], [], self.timeout)
+        line = os.read(status_fd, 4096).decode(errors="replace").strip() if ready else ""
+        if line != "ready":
+            self._kill([pid])
+            self.servers = [s for s in self.servers if s.pid != pid]
+            reason = line.removeprefix("error: ") or f"no ready handshake within {self.timeout:g} s"
+            raise ServerStartError(f"server {pid} failed to start: {reason}")
+
+    def stop(self) -> None:
+        """Close client ends, terminate and reap every server; idempotent."""
+        for channel in self.channels:
+            channel.close()
+        self.channels.clear()
+        for link in self._links:
+            link.close()
+        self._links.clear()
+        self._kill(self.pids)
+        self.servers.clear()
+
+    def _kill(self, pids: list[int]) -> None:
+        # Queues and semaphores give no EOF, so servers are told to go, not waited on.
+        for pid in pids:
+            _signal(pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_S
+        pending = set(pids)
+        while pending:
+            for pid in list(pending):
+                if _reaped(pid):
+                    pending.discard(pid)
+            if pending and time.monotonic() > deadline:
+                for pid in pending:
+                    _signal(pid, signal.SIGKILL)
+                    _reaped(pid, block=True)
+                break
+            if pending:
+                time.sleep(0.001)
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _reaped(pid: int, block: bool = False) -> bool:
+    try:
+        return os.waitpid(pid, 0 if block else os.WNOHANG) != (0, 0)
+    except ChildProcessError:
+        return True

@@ -1,0 +1,109 @@
+"""The one small interface every transport implements.
+
+A transport opens a ``Link`` in the parent before fork; after fork each side
+takes its ``Channel``. Channels carry fixed-size frames: both ends know the
+payload size of the case, so no header is parsed inside timed loops, which is
+what lmbench does too.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
+
+Buffer = bytes | bytearray | memoryview
+Send = Callable[[Buffer], object]
+Recv = Callable[[], Buffer]
+
+
+class PeerGone(ConnectionError):
+    """The other end closed or died (EOF, EPIPE)."""
+
+
+class PeerTimeout(TimeoutError):
+    """No message arrived within the channel's timeout."""
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a transport would run: lets a transport refuse a placement."""
+
+    name: str
+    cpus_available: int
+
+
+class Channel(ABC):
+    """One end of a link. ``recv`` returns a buffer valid until the next ``recv``."""
+
+    payload: int
+    outbox: memoryview | None = None  # set where a message can be built in place (shm)
+
+    @abstractmethod
+    def send(self, data: Buffer) -> None: ...
+
+    @abstractmethod
+    def recv(self) -> Buffer:
+        """Return the next frame; raise PeerGone on EOF, PeerTimeout on timeout."""
+
+    def timed_ops(self) -> tuple[Send, Recv | None]:
+        """The fastest (send, recv) for a timed loop.
+
+        They may skip checks that ``send``/``recv`` make (a short read at EOF);
+        the harness verifies the last reply of every batch instead. ``recv`` is
+        None when ``send`` itself returns the reply (an in-process call).
+        """
+        return self.send, self.recv
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+class Link(ABC):
+    """Both ends of one client-server connection, created before fork."""
+
+    @abstractmethod
+    def client(self) -> Channel:
+        """Take the client end (in the parent, after fork); drops the server's."""
+
+    @abstractmethod
+    def server(self) -> Channel:
+        """Take the server end (in the child, after fork); drops the client's."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release whatever this process still holds of the link."""
+
+
+class Transport(ABC):
+    """A way for a client to reach a server. One subclass per file, one registry entry."""
+
+    name: ClassVar[str]
+    in_process: ClassVar[bool] = False
+
+    def max_payload(self) -> int:
+        """The largest frame this transport carries on this machine."""
+        return 64 << 20
+
+    def refuse(self, payload: int, placement: Placement) -> str | None:
+        """Why a case cannot run here, or None when it can."""
+        if payload < 0:
+            return "payload must be >= 0"
+        limit = self.max_payload()
+        if payload > limit:
+            return f"{self.name} carries at most {limit} bytes here"
+        return None
+
+    @abstractmethod
+    def open(self, names: Callable[[str], str], payload: int, timeout: float) -> Link:
+        """Create the kernel objects; ``names(tag)`` gives a unique IPC name."""
+
+
+def close_fds(*fds: int) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass

@@ -1,0 +1,104 @@
+"""``shm-spin``: shared memory with busy-polled sequence flags.
+
+No system call per message, but each waiting side burns its CPU: it only
+makes sense across CPUs, and its rows carry their CPU time. The data store
+precedes the flag store in program order, which x86's TSO keeps visible in
+that order to the other CPU.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from servers.transports.base import (
+    Buffer,
+    Channel,
+    Link,
+    PeerTimeout,
+    Placement,
+    Transport,
+)
+from servers.transports.shm import SharedArea
+
+FLAG_C2S = 0  # offsets in 8-byte words; the two flags sit on separate cache lines
+FLAG_S2C = 8
+DATA_OFFSET = 128
+SPINS_PER_CLOCK_CHECK = 1 << 14
+
+
+class SpinChannel(Channel):
+    def __init__(
+        self, area: memoryview, out_flag: memoryview, in_flag: memoryview, timeout: float
+    ) -> None:
+        self.payload = len(area)
+        self.outbox = area
+        self._area = area
+        self._out = out_flag
+        self._in = in_flag
+        self._sent = out_flag[0]
+        self._seen = in_flag[0]
+        self._timeout = timeout
+
+    def send(self, data: Buffer) -> None:
+        if data is not self._area:
+            self._area[:] = data
+        self._sent += 1
+        self._out[0] = self._sent
+
+    def recv(self) -> Buffer:
+        want = self._seen + 1
+        flag = self._in
+        if flag[0] != want:
+            deadline = time.monotonic() + self._timeout
+            spins = 0
+            while flag[0] != want:
+                spins += 1
+                if not spins % SPINS_PER_CLOCK_CHECK and time.monotonic() > deadline:
+                    raise PeerTimeout("no flag change within the timeout (busy poll)")
+        self._seen = want
+        return self._area
+
+    def close(self) -> None:
+        for view in (self._area, self._out, self._in):
+            view.release()
+
+
+class SpinLink(Link):
+    def __init__(self, names: Callable[[str], str], payload: int, timeout: float) -> None:
+        self._payload = payload
+        self._timeout = timeout
+        self._area = SharedArea(names("spin"), DATA_OFFSET + payload)
+
+    def _channel(self, out_word: int, in_word: int) -> Channel:
+        whole = memoryview(self._area.map)
+        words = whole[:DATA_OFFSET].cast("Q")
+        return SpinChannel(
+            whole[DATA_OFFSET : DATA_OFFSET + self._payload],
+            words[out_word : out_word + 1],
+            words[in_word : in_word + 1],
+            self._timeout,
+        )
+
+    def client(self) -> Channel:
+        return self._channel(FLAG_C2S, FLAG_S2C)
+
+    def server(self) -> Channel:
+        return self._channel(FLAG_S2C, FLAG_C2S)
+
+    def close(self) -> None:
+        self._area.close()
+
+
+class SpinTransport(Transport):
+    name = "shm-spin"
+
+    def refuse(self, payload: int, placement: Placement) -> str | None:
+        if placement.name != "cross-cpu":
+            return "busy polling on one CPU spins away the time slice its peer needs"
+        if placement.cpus_available < 2:
+            return "busy polling needs two CPUs"
+        return super().refuse(payload, placement)
+
+    def open(self, names: Callable[[str], str], payload: int, timeout: float) -> Link:
+        return SpinLink(names, payload, timeout)
