@@ -7,7 +7,8 @@ from servers.workloads import Handler
 
 
 def serve(channel: Channel, handler: Handler) -> None:
-    """Serve until the peer goes away (PeerGone) or falls silent (PeerTimeout)."""
-    recv, send = channel.recv, channel.send
-    while True:
-        send(handler(recv()))
+    """Serve until the peer goes away (PeerGone) or falls silent (PeerTimeout).
+
+    The loop itself belongs to the channel, which knows its tightest shape.
+    """
+    channel.serve(handler)

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.ipcnames import SHM_DIR, NameSource, new_run_prefix, sweep
+from harness.cleanup import sweep
+from harness.ipcnames import SHM_DIR, NameSource, new_run_prefix
 
 
 def shm_objects(prefix: str) -> list[str]:

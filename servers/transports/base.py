@@ -39,7 +39,6 @@ class Channel(ABC):
     """One end of a link. ``recv`` returns a buffer valid until the next ``recv``."""
 
     payload: int
-    outbox: memoryview | None = None  # set where a message can be built in place (shm)
 
     @abstractmethod
     def send(self, data: Buffer) -> None: ...
@@ -47,6 +46,14 @@ class Channel(ABC):
     @abstractmethod
     def recv(self) -> Buffer:
         """Return the next frame; raise PeerGone on EOF, PeerTimeout on timeout."""
+
+    def prepare(self, data: Buffer) -> Buffer:
+        """The buffer a timed loop should pass to ``send`` to send ``data`` each time.
+
+        A transport that can build the message in place (shared memory), or
+        that carries it in another form (a 0-byte frame's token), returns that.
+        """
+        return data
 
     def timed_ops(self) -> tuple[Send, Recv | None]:
         """The fastest (send, recv) for a timed loop.
@@ -56,6 +63,12 @@ class Channel(ABC):
         None when ``send`` itself returns the reply (an in-process call).
         """
         return self.send, self.recv
+
+    def serve(self, handler: Callable[[Buffer], Buffer]) -> None:
+        """Answer every request with ``handler(request)`` until the peer goes."""
+        recv, send = self.recv, self.send
+        while True:
+            send(handler(recv()))
 
     @abstractmethod
     def close(self) -> None: ...
@@ -85,7 +98,7 @@ class Transport(ABC):
 
     def max_payload(self) -> int:
         """The largest frame this transport carries on this machine."""
-        return 64 << 20
+        return 1 << 30
 
     def refuse(self, payload: int, placement: Placement) -> str | None:
         """Why a case cannot run here, or None when it can."""

@@ -8,6 +8,7 @@ place (echo) sends the very view it received, and ``send`` skips the copy.
 from __future__ import annotations
 
 import mmap
+import os
 from collections.abc import Callable
 from functools import partial
 
@@ -46,12 +47,15 @@ class ShmChannel(Channel):
         timeout: float,
     ) -> None:
         self.payload = len(area)
-        self.outbox = area
         self._area = area
         self._ring = ring.release
         self._wait = wait.acquire
         self._sems = (ring, wait)
         self._timeout = timeout
+
+    def prepare(self, data: Buffer) -> Buffer:
+        self._area[:] = data
+        return self._area
 
     def send(self, data: Buffer) -> None:
         if data is not self._area:
@@ -99,8 +103,20 @@ class ShmLink(Link):
         self._area.close()
 
 
+def shm_capacity() -> int:
+    """A quarter of the free space in /dev/shm, at most 1 GiB."""
+    try:
+        stat = os.statvfs("/dev/shm")
+    except OSError:
+        return 64 << 20
+    return min(stat.f_bavail * stat.f_frsize // 4, 1 << 30)
+
+
 class ShmTransport(Transport):
     name = "shm"
+
+    def max_payload(self) -> int:
+        return shm_capacity()
 
     def open(self, names: Callable[[str], str], payload: int, timeout: float) -> Link:
         return ShmLink(names, payload, timeout)

@@ -19,7 +19,7 @@ from servers.transports.base import (
     Placement,
     Transport,
 )
-from servers.transports.shm import SharedArea
+from servers.transports.shm import SharedArea, shm_capacity
 
 FLAG_C2S = 0  # offsets in 8-byte words; the two flags sit on separate cache lines
 FLAG_S2C = 8
@@ -32,13 +32,16 @@ class SpinChannel(Channel):
         self, area: memoryview, out_flag: memoryview, in_flag: memoryview, timeout: float
     ) -> None:
         self.payload = len(area)
-        self.outbox = area
         self._area = area
         self._out = out_flag
         self._in = in_flag
         self._sent = out_flag[0]
         self._seen = in_flag[0]
         self._timeout = timeout
+
+    def prepare(self, data: Buffer) -> Buffer:
+        self._area[:] = data
+        return self._area
 
     def send(self, data: Buffer) -> None:
         if data is not self._area:
@@ -92,6 +95,9 @@ class SpinLink(Link):
 
 class SpinTransport(Transport):
     name = "shm-spin"
+
+    def max_payload(self) -> int:
+        return shm_capacity()
 
     def refuse(self, payload: int, placement: Placement) -> str | None:
         if placement.name != "cross-cpu":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import select
+from collections.abc import Callable
 from functools import partial
 
 from servers.transports.base import Buffer, Channel, PeerGone, PeerTimeout, Recv, Send
@@ -49,12 +50,38 @@ class StreamChannel(Channel):
             raise PeerGone("peer reset the connection") from None
         return view[: self.payload]
 
+    def prepare(self, data: Buffer) -> Buffer:
+        return data if self.payload else self._token
+
+    def _atomic_ops(self) -> tuple[Send, Recv] | None:
+        """Bound builtins, no Python frame per message, where one read gets one frame."""
+        if self._wire <= ATOMIC_FRAME:
+            return partial(os.write, self._wfd), partial(os.read, self._rfd, self._wire)
+        return None
+
     def timed_ops(self) -> tuple[Send, Recv | None]:
-        # Bound builtins: no Python frame per message. A dead peer still surfaces,
-        # as EPIPE on the next write, and the batch check catches a short frame.
-        if 0 < self.payload <= ATOMIC_FRAME:
-            return partial(os.write, self._wfd), partial(os.read, self._rfd, self.payload)
-        return self.send, self.recv
+        # A dead peer still surfaces, as EPIPE on the next write, and the
+        # harness checks a round trip after the batches for a short frame.
+        return self._atomic_ops() or (self.send, self.recv)
+
+    def serve(self, handler: Callable[[Buffer], Buffer]) -> None:
+        ops = self._atomic_ops()
+        if ops is None:
+            return super().serve(handler)
+        write, read = ops
+        empty, token = b"", self._token
+        try:
+            if self.payload == 0:
+                for _ in iter(read, b""):  # b"" is EOF: a wire frame is never empty
+                    handler(empty)
+                    write(token)
+            for request in iter(read, b""):
+                write(handler(request))
+        except BlockingIOError:
+            raise PeerTimeout("no request within the timeout") from None
+        except (BrokenPipeError, ConnectionResetError):
+            raise PeerGone("peer closed its end") from None
+        raise PeerGone("peer closed its end (EOF)")
 
     def close(self) -> None:
         fds = {self._rfd, self._wfd}

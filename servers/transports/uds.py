@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import struct
 from collections.abc import Callable
+from pathlib import Path
 
 from servers.transports.base import Channel, Link, Transport
 from servers.transports.stream import StreamChannel
@@ -46,6 +47,13 @@ class UdsLink(Link):
 
 class UdsTransport(Transport):
     name = "uds"
+
+    def max_payload(self) -> int:
+        # The socket buffer (capped by net.core.wmem_max) must hold a whole frame.
+        try:
+            return int(Path("/proc/sys/net/core/wmem_max").read_text())
+        except OSError:
+            return 1 << 20
 
     def open(self, names: Callable[[str], str], payload: int, timeout: float) -> Link:
         return UdsLink(payload, timeout)

@@ -1,0 +1,1 @@
+"""Built-in suites: quick (CI smoke), default (minutes), full (a lab machine)."""

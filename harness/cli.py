@@ -1,0 +1,180 @@
+"""The ``ipcbench`` command line: thin, everything else lives in the engine modules."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+from types import FrameType
+from typing import NoReturn
+
+from rich.console import Console
+
+from harness import __version__
+from harness.cleanup import cleanup, sweep
+from harness.errors import UsageError
+from harness.experiment import load_experiments
+from harness.ipcnames import new_run_prefix
+from harness.metadata import fingerprint, git_commit, pyperf_metadata
+from harness.report import print_summary, write_report
+from harness.results import RunData
+from harness.runner import Runner
+from harness.suite import Suite, load_suite
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="ipcbench", description="Real-process IPC microbenchmarks.")
+    parser.add_argument("--version", action="version", version=f"ipcbench {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    run = commands.add_parser("run", help="run a suite and write a run folder")
+    run.add_argument("--suite", default="default",
+                     help="quick, default, full, or a TOML file (default: default)")
+    run.add_argument("--out", type=Path,
+                     help="run folder to create (default: results/<time>-<suite>)")
+    run.add_argument("--only", help="comma-separated experiments of the suite to run")
+    run.set_defaults(func=cmd_run)
+
+    report = commands.add_parser("report", help="render a run folder's report again")
+    report.add_argument("folder", type=Path)
+    report.set_defaults(func=cmd_report)
+
+    clean = commands.add_parser(
+        "cleanup", help="remove IPC objects and processes that crashed or killed runs left"
+    )
+    clean.add_argument("--all", action="store_true",
+                       help="also remove those of runs that are still running")
+    clean.set_defaults(func=cmd_cleanup)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except UsageError as exc:
+        print(f"ipcbench: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("ipcbench: interrupted; servers stopped and IPC objects removed", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _raise_interrupt(_signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def staged_folder(out: Path) -> Iterator[Path]:
+    """A hidden sibling folder renamed to ``out`` only when everything is written."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UsageError(f"--out {out}: already exists and is not an empty folder")
+    stage = out.parent / f".{out.name}.partial-{os.getpid()}"
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        stage.mkdir()
+    except OSError as exc:
+        raise UsageError(f"--out {out}: cannot write there ({exc.strerror})") from None
+    try:
+        yield stage
+        if out.exists():
+            out.rmdir()
+        stage.rename(out)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def default_out(suite: Suite) -> Path:
+    return Path("results") / f"{time.strftime('%Y%m%d-%H%M%S')}-{suite.name}"
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    only = [x.strip() for x in args.only.split(",") if x.strip()] if args.only else None
+    suite = load_suite(args.suite, only)
+    try:
+        plan = suite.plan()
+    except ValueError as exc:
+        raise UsageError(f"suite {args.suite}: {exc}") from None
+    console = Console(stderr=True)
+    out = args.out or default_out(suite)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    sweep()  # leftovers of runs that died before us
+    prefix = new_run_prefix()
+    runner = Runner(suite.settings, prefix, console)
+    with staged_folder(out) as stage:
+        started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        console.print(f"ipcbench: suite [bold]{suite.name}[/]: {len(plan.runnable)} cases, "
+                      f"{len(plan.skipped)} skipped, {suite.settings.workers} workers each")
+        try:
+            measured = runner.run(plan.runnable)
+        finally:
+            runner.abort()
+            cleanup(prefix, include_live_runs=True)
+        run = RunData(run_metadata(suite, args, prefix, started), measured + plan.skipped)
+        run.model = fit_model(run)
+        run.save(stage)
+        write_report(run, stage)
+    print_summary(run, summary_console())
+    failed = [c for c in run.cases if c.status == "error"]
+    console.print(f"ipcbench: wrote {out}" + (f" ({len(failed)} cases failed)" if failed else ""))
+    return 1 if failed else 0
+
+
+def run_metadata(suite: Suite, args: argparse.Namespace, prefix: str, started: str) -> dict:
+    return {
+        "ipcbench_version": __version__,
+        "suite": suite.name,
+        "suite_description": suite.description,
+        "settings": asdict(suite.settings),
+        "command": sys.argv,
+        "started": started,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "git_commit": git_commit(),
+        "ipc_prefix": prefix,
+        "machine": fingerprint(),
+        "pyperf": pyperf_metadata(),
+    }
+
+
+def fit_model(run: RunData) -> list:
+    samples = run.samples_frame()
+    return [row for exp in load_experiments().values() for row in exp.model(samples)]
+
+
+def summary_console() -> Console:
+    # Piped output would be cut to 80 columns; tables read better whole.
+    return Console() if sys.stdout.isatty() else Console(width=160)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    run = RunData.load(args.folder)
+    run.model = fit_model(run)
+    write_report(run, args.folder)
+    print_summary(run, summary_console())
+    return 0
+
+
+def cmd_cleanup(args: argparse.Namespace) -> int:
+    report = cleanup(include_live_runs=args.all)
+    for item in report.removed:
+        print(f"removed {item}")
+    for pid in report.killed:
+        print(f"killed process {pid}")
+    if not report:
+        print("nothing to clean up")
+    return 0

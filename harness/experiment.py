@@ -1,0 +1,147 @@
+"""What an experiment is to the harness: typed parameters in, cases and model rows out.
+
+Experiments live in ``bench/`` and are found through the ``ipcbench.experiments``
+entry-point group, so the harness never imports them by name.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field, fields
+from importlib.metadata import entry_points
+from typing import Any
+
+import pandas as pd
+
+from harness.records import Case, CaseResult
+from servers.transports import PLACEMENTS, TRANSPORTS, Placement
+from servers.workloads import WORKLOADS
+
+ENTRY_POINT_GROUP = "ipcbench.experiments"
+
+
+@dataclass(frozen=True)
+class ExperimentParams:
+    """An experiment's table in a suite file, checked."""
+
+    transports: tuple[str, ...] = ("call", "pipe", "mq", "shm", "uds")
+    placements: tuple[str, ...] = ("same-cpu",)
+    payload_bytes: tuple[int, ...] = (64,)
+    workload: str = "echo"
+    iterations: int = 0
+
+    @classmethod
+    def from_table(cls, where: str, table: dict[str, Any]) -> ExperimentParams:
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(table) - set(known))
+        if unknown:
+            raise ValueError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(known)})")
+        values: dict[str, Any] = {}
+        for key, raw in table.items():
+            default = getattr(cls, key)
+            if isinstance(default, tuple):
+                if not isinstance(raw, list) or not raw:
+                    raise ValueError(f"{where}.{key}: expected a non-empty list")
+                raw = tuple(raw)
+                kind = type(default[0])
+                if not all(type(x) is kind for x in raw):
+                    raise ValueError(f"{where}.{key}: every item must be a {kind.__name__}")
+            elif type(raw) is not type(default):
+                raise ValueError(f"{where}.{key}: expected a {type(default).__name__}")
+            values[key] = raw
+        params = cls(**values)
+        params.check(where)
+        return params
+
+    def check(self, where: str) -> None:
+        for name in self.transports:
+            if name not in TRANSPORTS:
+                raise ValueError(
+                    f"{where}.transports: unknown transport {name!r} "
+                    f"(known: {', '.join(TRANSPORTS)})"
+                )
+        for name in self.placements:
+            if name not in PLACEMENTS:
+                raise ValueError(
+                    f"{where}.placements: unknown placement {name!r} "
+                    f"(known: {', '.join(PLACEMENTS)})"
+                )
+        if self.workload not in WORKLOADS:
+            raise ValueError(f"{where}.workload: unknown workload {self.workload!r}")
+        if any(size < 0 for size in self.payload_bytes):
+            raise ValueError(f"{where}.payload_bytes: sizes must be >= 0")
+        if self.iterations < 0:
+            raise ValueError(f"{where}.iterations: must be >= 0")
+
+
+@dataclass(frozen=True)
+class ModelRow:
+    """One row of ``model.csv``."""
+
+    parameter: str
+    transport: str
+    value: float
+    unit: str
+    ci_low: float
+    ci_high: float
+    method: str
+    placement: str = ""
+    payload_bytes: int | None = None
+
+
+@dataclass
+class Plan:
+    """The cases an experiment will run, and those it cannot, with the reason."""
+
+    runnable: list[Case] = field(default_factory=list)
+    skipped: list[CaseResult] = field(default_factory=list)
+
+
+class Experiment(ABC):
+    name: str
+    description: str
+
+    @abstractmethod
+    def plan(self, params: ExperimentParams) -> Plan: ...
+
+    def model(self, samples: pd.DataFrame) -> list[ModelRow]:
+        """Parameters derived from this experiment's samples (none by default)."""
+        return []
+
+
+def echo_plan(experiment: str, params: ExperimentParams) -> Plan:
+    """Client plus one echo server per case, over transports x placements x payloads."""
+    cpus = len(os.sched_getaffinity(0))
+    largest = max(TRANSPORTS[name].max_payload() for name in params.transports)
+    too_big = [size for size in params.payload_bytes if size > largest]
+    if too_big:
+        raise ValueError(
+            f"experiments.{experiment}.payload_bytes: {too_big[0]} B is more than any listed "
+            f"transport carries here (largest: {largest} B)"
+        )
+    plan = Plan()
+    for transport_name in params.transports:
+        transport = TRANSPORTS[transport_name]
+        for placement_name in params.placements:
+            for size in params.payload_bytes:
+                case = Case(experiment, transport_name, placement_name, size,
+                            workload=params.workload, iterations=params.iterations)
+                reason = transport.refuse(size, Placement(placement_name, cpus))
+                if transport.in_process and placement_name != "same-cpu":
+                    reason = "an in-process call has no placement: measured once, as same-cpu"
+                elif placement_name == "cross-cpu" and cpus < 2 and reason is None:
+                    reason = "cross-cpu needs two usable CPUs"
+                if reason:
+                    plan.skipped.append(CaseResult(case, "skipped", reason))
+                else:
+                    plan.runnable.append(case)
+    return plan
+
+
+def load_experiments() -> dict[str, Experiment]:
+    found = {}
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        experiment = entry.load()
+        found[experiment.name] = experiment
+    return found

@@ -1,0 +1,75 @@
+"""The machine fingerprint and run metadata written beside every result."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pyperf
+
+FINGERPRINT_KEYS = ("cpu_model", "cpu_count", "kernel", "virtualization", "python")
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def virtualization() -> str:
+    """Hypervisor and container, e.g. ``vm:kvm+container:docker``, or ``none``."""
+    found = []
+    tool = shutil.which("systemd-detect-virt")
+    for kind in ("vm", "container"):
+        if tool:
+            out = subprocess.run([tool, f"--{kind}"], capture_output=True, text=True, check=False)
+            name = out.stdout.strip()
+            if name and name != "none":
+                found.append(f"{kind}:{name}")
+    if not any(f.startswith("vm:") for f in found):
+        try:
+            if " hypervisor" in Path("/proc/cpuinfo").read_text():
+                found.insert(0, "vm:hypervisor-flag")
+        except OSError:
+            pass
+    return "+".join(found) or "none"
+
+
+def fingerprint() -> dict[str, Any]:
+    """What makes two runs comparable; ``machine_id`` is a hash of it."""
+    print_ = {
+        "cpu_model": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "kernel": platform.release(),
+        "virtualization": virtualization(),
+        "python": platform.python_version(),
+    }
+    digest = hashlib.sha256(repr(sorted(print_.items())).encode()).hexdigest()[:12]
+    return {"machine_id": digest, **print_}
+
+
+def pyperf_metadata() -> dict[str, Any]:
+    """pyperf's own system metadata (CPU config, frequency, load, ASLR...)."""
+    probe = pyperf.Run([1.0], metadata={"name": "probe"}, collect_metadata=True)
+    meta = dict(probe.get_metadata())
+    meta.pop("name", None)
+    return meta
+
+
+def git_commit() -> str | None:
+    here = Path(__file__).resolve().parent.parent
+    if not (here / ".git").exists() or not shutil.which("git"):
+        return None
+    out = subprocess.run(
+        ["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, check=False
+    )
+    return out.stdout.strip() or None

@@ -1,0 +1,90 @@
+"""The typed shapes every part of the harness passes around: cases, settings, results."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
+
+KEY_COLUMNS = ["experiment", "transport", "placement", "payload_bytes", "k"]
+COUNTER_COLUMNS = [
+    "ctx_switches_per_op",
+    "ctx_voluntary_per_op",
+    "ctx_involuntary_per_op",
+    "system_ctxt_per_op",
+    "cpu_ns_per_op",
+]
+Status = Literal["ok", "skipped", "error"]
+
+
+@dataclass(frozen=True)
+class Case:
+    """One measured configuration: the unit a worker process runs."""
+
+    experiment: str
+    transport: str
+    placement: str
+    payload_bytes: int
+    k: int = 1
+    metric: str = "round_trip"
+    workload: str = "echo"
+    iterations: int = 0
+
+    @property
+    def name(self) -> str:
+        work = "" if self.workload == "echo" else f"/{self.workload}{self.iterations}"
+        return (
+            f"{self.experiment}/{self.transport}/{self.placement}/"
+            f"{self.payload_bytes}B/k{self.k}{work}"
+        )
+
+    def key(self) -> dict[str, Any]:
+        return {c: getattr(self, c) for c in KEY_COLUMNS}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Case:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How hard to measure: the suite's ``[settings]`` table."""
+
+    workers: int = 3
+    batches: int = 5
+    warmups: int = 1
+    batch_ms: float = 20.0
+    timeout_s: float = 10.0
+    sched_batch: bool = False
+
+    def check(self) -> None:
+        for name in ("workers", "batches"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"settings.{name} must be >= 1")
+        if self.warmups < 0:
+            raise ValueError("settings.warmups must be >= 0")
+        if not 0.1 <= self.batch_ms <= 10_000:
+            raise ValueError("settings.batch_ms must be between 0.1 and 10000")
+        if not 0.1 <= self.timeout_s <= 3600:
+            raise ValueError("settings.timeout_s must be between 0.1 and 3600")
+
+
+@dataclass
+class WorkerResult:
+    """What one fresh worker process measured: ns per op per batch, and counters per op."""
+
+    loops: int
+    values: list[float]
+    warmups: list[float]
+    counters: dict[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class CaseResult:
+    case: Case
+    status: Status = "ok"
+    note: str = ""
+    workers: list[WorkerResult] = field(default_factory=list)

@@ -1,0 +1,152 @@
+"""Reports of a run: the terminal summary (rich) and ``report.md``.
+
+Both render the same tables, built once here as plain rows.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from harness.experiment import ModelRow
+from harness.results import RunData
+
+CROSS_CPU_NOTE = (
+    "`cross-cpu` rows measure how fast the hypervisor wakes an idle vCPU as much as IPC: "
+    "on a VM they are tens of microseconds even in C. They are labelled and never fitted "
+    "into alpha or beta."
+)
+
+
+def _us(ns: float) -> str:
+    if ns is None or (isinstance(ns, float) and math.isnan(ns)):
+        return "-"
+    return f"{ns / 1000:.3f}" if ns < 100_000 else f"{ns / 1000:.1f}"
+
+
+def _num(x: float, digits: int = 2) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+Rows = tuple[list[str], list[list[str]]]
+
+
+def latency_rows(run: RunData) -> Rows:
+    results = run.results_frame()
+    rows = results[(results.experiment == "latency") & (results.status == "ok")]
+    ratios = {(m.transport, m.placement, m.payload_bytes): m for m in run.model
+              if m.parameter == "latency_ratio"}
+    header = ["transport", "placement", "bytes", "median us", "95% CI us", "p95 us",
+              "switches/op", "CPU us/op", "T_mu/T_m"]
+    body = []
+    for r in rows.itertuples():
+        ratio = ratios.get((r.transport, r.placement, r.payload_bytes))
+        body.append([
+            r.transport, r.placement, str(r.payload_bytes), _us(r.median),
+            f"{_us(r.ci_low)}-{_us(r.ci_high)}", _us(r.p95), _num(r.ctx_switches_per_op),
+            _us(r.cpu_ns_per_op), _ratio_cell(r.transport, ratio),
+        ])
+    return header, body
+
+
+def _ratio_cell(transport: str, ratio: ModelRow | None) -> str:
+    if ratio is not None:
+        return f"{ratio.value:.1f} ({ratio.ci_low:.1f}-{ratio.ci_high:.1f})"
+    return "1 (baseline)" if transport == "call" else "-"
+
+
+def payload_rows(run: RunData) -> Rows:
+    results = run.results_frame()
+    rows = results[(results.experiment == "payload") & (results.status == "ok")]
+    if rows.empty:
+        return [], []
+    table = rows.pivot_table(index=["transport", "placement"], columns="payload_bytes",
+                             values="median", aggfunc="first")
+    slopes = {(m.transport, m.placement): m for m in run.model
+              if m.parameter == "copy_ns_per_byte"}
+    header = ["transport", "placement", *[_size(c) for c in table.columns], "ns/byte"]
+    body = []
+    for (transport, placement), values in table.iterrows():
+        slope = slopes.get((transport, placement))
+        body.append([transport, placement, *[_us(v) for v in values],
+                     f"{slope.value:.3f}" if slope else "-"])
+    return header, body
+
+
+def _size(n: int) -> str:
+    for unit, shift in (("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift and n % (1 << shift) == 0:
+            return f"{n >> shift} {unit}"
+    return f"{n} B"
+
+
+def not_run_rows(run: RunData) -> Rows:
+    header = ["case", "status", "reason"]
+    return header, [[c.case.name, c.status, c.note] for c in run.cases if c.status != "ok"]
+
+
+def model_rows(run: RunData) -> Rows:
+    header = ["parameter", "transport", "placement", "bytes", "value", "95% CI", "unit", "method"]
+    body = [[m.parameter, m.transport, m.placement,
+             "" if m.payload_bytes is None else str(m.payload_bytes), f"{m.value:.4g}",
+             f"{m.ci_low:.4g}-{m.ci_high:.4g}", m.unit, m.method] for m in run.model]
+    return header, body
+
+
+def print_summary(run: RunData, console: Console) -> None:
+    sections = [
+        ("Round trip (latency), microseconds", latency_rows(run)),
+        ("Payload sweep: median round trip, microseconds", payload_rows(run)),
+        ("Not run", not_run_rows(run)),
+    ]
+    for title, (header, body) in sections:
+        if not body:
+            continue
+        table = Table(title=title, title_justify="left")
+        for i, name in enumerate(header):
+            table.add_column(name, justify="left" if i < 2 or title == "Not run" else "right")
+        for row in body:
+            table.add_row(*row)
+        console.print(table)
+
+
+def _markdown(header: list[str], body: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in body]
+    return "\n".join(lines)
+
+
+def render_markdown(run: RunData) -> str:
+    meta = run.metadata
+    machine = meta.get("machine", {})
+    parts = [
+        f"# ipcbench run: {meta.get('suite', '?')}",
+        "",
+        f"Started {meta.get('started', '?')}, finished {meta.get('finished', '?')}; "
+        f"code {meta.get('git_commit') or 'unknown'}.",
+        "",
+        "## Machine",
+        "",
+        _markdown(["key", "value"], [[k, str(v)] for k, v in machine.items()]),
+        "",
+        "Times are medians of per-batch means, in microseconds; intervals are 95% cluster "
+        "bootstrap intervals over worker processes. Switches/op counts voluntary and "
+        "involuntary context switches of the client and every server; CPU/op sums their CPU "
+        "time. " + CROSS_CPU_NOTE,
+    ]
+    for title, (header, body) in [
+        ("Latency and T_mu/T_m", latency_rows(run)),
+        ("Payload sweep", payload_rows(run)),
+        ("Model parameters", model_rows(run)),
+        ("Cases not run", not_run_rows(run)),
+    ]:
+        if body:
+            parts += ["", f"## {title}", "", _markdown(header, body)]
+    return "\n".join(parts) + "\n"
+
+
+def write_report(run: RunData, folder: Path) -> None:
+    (folder / "report.md").write_text(render_markdown(run))

@@ -1,0 +1,113 @@
+"""Suite files: which experiments to run, with which parameters and how hard."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, fields
+from importlib.metadata import entry_points
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+from harness.errors import UsageError
+from harness.experiment import Experiment, ExperimentParams, Plan, load_experiments
+from harness.records import Settings
+
+SUITES_GROUP = "ipcbench.suites"
+TOP_LEVEL_KEYS = {"description", "settings", "experiments"}
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    description: str
+    settings: Settings
+    experiments: list[tuple[Experiment, ExperimentParams]]
+
+    def plan(self) -> Plan:
+        plan = Plan()
+        for experiment, params in self.experiments:
+            part = experiment.plan(params)
+            plan.runnable += part.runnable
+            plan.skipped += part.skipped
+        return plan
+
+
+def builtin_suites() -> dict[str, Any]:
+    found = {}
+    for entry in entry_points(group=SUITES_GROUP):
+        for item in files(entry.load()).iterdir():
+            if item.name.endswith(".toml"):
+                found[item.name.removesuffix(".toml")] = item
+    return found
+
+
+def load_suite(spec: str, only: list[str] | None = None) -> Suite:
+    """A built-in suite by name, or a TOML file by path; UsageError on any problem."""
+    builtins = builtin_suites()
+    if spec in builtins:
+        source, name = builtins[spec], spec
+    else:
+        path = Path(spec)
+        if not path.is_file():
+            raise UsageError(
+                f"suite {spec!r}: no such file and no built-in suite of that name "
+                f"(built-in: {', '.join(sorted(builtins))})"
+            )
+        source, name = path, path.stem
+    try:
+        data = tomllib.loads(source.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"suite {spec}: not valid TOML: {exc}") from None
+    try:
+        return parse_suite(name, data, only)
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"suite {spec}: {exc}") from None
+
+
+def parse_suite(name: str, data: dict[str, Any], only: list[str] | None = None) -> Suite:
+    unknown = sorted(set(data) - TOP_LEVEL_KEYS)
+    if unknown:
+        raise ValueError(f"unknown key {unknown[0]!r} (known: {', '.join(sorted(TOP_LEVEL_KEYS))})")
+    settings = _settings(data.get("settings", {}))
+    registry = load_experiments()
+    tables = data.get("experiments", {})
+    if not isinstance(tables, dict) or not tables:
+        raise ValueError("needs at least one [experiments.NAME] table")
+    for wanted in only or []:
+        if wanted not in registry:
+            known = ", ".join(registry)
+            raise ValueError(f"--only: unknown experiment {wanted!r} (known: {known})")
+        if wanted not in tables:
+            raise ValueError(f"--only: experiment {wanted!r} is not in this suite")
+    chosen = []
+    for exp_name, table in tables.items():
+        if exp_name not in registry:
+            raise ValueError(
+                f"unknown experiment {exp_name!r} (known: {', '.join(registry)})"
+            )
+        if not isinstance(table, dict):
+            raise ValueError(f"experiments.{exp_name} must be a table")
+        if only and exp_name not in only:
+            continue
+        params = ExperimentParams.from_table(f"experiments.{exp_name}", table)
+        chosen.append((registry[exp_name], params))
+    return Suite(name, str(data.get("description", "")), settings, chosen)
+
+
+def _settings(table: Any) -> Settings:
+    if not isinstance(table, dict):
+        raise ValueError("[settings] must be a table")
+    known = {f.name: f for f in fields(Settings)}
+    for key, value in table.items():
+        if key not in known:
+            raise ValueError(f"settings: unknown key {key!r} (known: {', '.join(known)})")
+        want = type(getattr(Settings, key))
+        ok = isinstance(value, int | float) and not isinstance(value, bool) if want is float \
+            else type(value) is want
+        if not ok:
+            raise ValueError(f"settings.{key}: expected a {want.__name__}, got {value!r}")
+    settings = Settings(**{k: (float(v) if known[k].type == "float" else v)
+                           for k, v in table.items()})
+    settings.check()
+    return settings
