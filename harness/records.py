@@ -8,10 +8,10 @@ from typing import Any, Literal
 KEY_COLUMNS = ["experiment", "transport", "placement", "payload_bytes", "k"]
 COUNTER_COLUMNS = [
     "ctx_switches_per_op",
+    "cpu_ns_per_op",
     "ctx_voluntary_per_op",
     "ctx_involuntary_per_op",
     "system_ctxt_per_op",
-    "cpu_ns_per_op",
 ]
 Status = Literal["ok", "skipped", "error"]
 

@@ -60,7 +60,9 @@ def load_suite(spec: str, only: list[str] | None = None) -> Suite:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise UsageError(f"suite {spec}: not valid TOML: {exc}") from None
     try:
-        return parse_suite(name, data, only)
+        suite = parse_suite(name, data, only)
+        suite.plan()  # the experiments check their parameters against this machine
+        return suite
     except (ValueError, TypeError) as exc:
         raise UsageError(f"suite {spec}: {exc}") from None
 

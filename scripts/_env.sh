@@ -2,16 +2,21 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
-STAMP="$VENV/.installed-$(cat "$ROOT/pyproject.toml" | cksum | cut -d' ' -f1)"
+STAMP="$VENV/.installed-$(cksum < "$ROOT/pyproject.toml" | cut -d' ' -f1)"
 if [ ! -f "$STAMP" ]; then
-  echo "ipcbench: setting up $VENV (first use) ..." >&2
   PY="${PYTHON:-python3}"
-  "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
-    || { echo "ipcbench: needs Python >= 3.11 (found $("$PY" --version 2>&1))" >&2; exit 2; }
-  [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
-  "$VENV/bin/python" -m pip install --quiet --upgrade pip >&2
-  "$VENV/bin/python" -m pip install --quiet -e "$ROOT[test]" >&2
-  rm -f "$VENV"/.installed-*
+  "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
+    || { echo "ipcbench: needs Python >= 3.11 as ${PY} (set PYTHON=...)" >&2; exit 2; }
+  echo "ipcbench: setting up $VENV (first use, about a minute) ..." >&2
+  LOG="$(mktemp)"
+  if ! { [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"; } >"$LOG" 2>&1 \
+     || ! "$VENV/bin/python" -m pip install --upgrade pip >>"$LOG" 2>&1 \
+     || ! "$VENV/bin/python" -m pip install -e "$ROOT[test]" >>"$LOG" 2>&1; then
+    tail -n 30 "$LOG" >&2
+    echo "ipcbench: setting up $VENV failed (full log: $LOG)" >&2
+    exit 2
+  fi
+  rm -f "$LOG" "$VENV"/.installed-*
   touch "$STAMP"
 fi
 export PATH="$VENV/bin:$PATH"

@@ -1,0 +1,229 @@
+"""The command line as a user runs it: real runs, real processes, real files."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import posix_ipc
+import psutil
+import pytest
+
+from harness.cleanup import stray_processes
+from harness.ipcnames import SHM_DIR, journal_path
+
+from .helpers import TINY_SUITE, ipcbench, write_suite
+
+DESIGN_RESULT_COLUMNS = [
+    "experiment", "transport", "placement", "payload_bytes", "k", "metric", "unit", "n",
+    "median", "mean", "stdev", "p5", "p95", "p99", "ci_low", "ci_high",
+    "ctx_switches_per_op", "cpu_ns_per_op",
+]
+RUN_FILES = ["results.csv", "samples.csv", "model.csv", "metadata.json", "pyperf.json",
+             "report.md"]
+
+
+def leftovers(prefix: str = "ipcb-") -> list[str]:
+    return [p.name for p in SHM_DIR.iterdir() if prefix in p.name]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("run")
+    suite = write_suite(folder)
+    out = folder / "out"
+    done = ipcbench("run", "--suite", str(suite), "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+def test_run_folder_has_every_file_and_column(tiny_run):
+    assert sorted(p.name for p in tiny_run.iterdir()) == sorted(RUN_FILES)
+    results = pd.read_csv(tiny_run / "results.csv")
+    assert list(results.columns[: len(DESIGN_RESULT_COLUMNS)]) == DESIGN_RESULT_COLUMNS
+    ok = results[results.status == "ok"]
+    assert set(ok.metric) == {"round_trip"} and set(ok.unit) == {"ns"}
+    assert (ok.n == 2 * 2).all()  # workers x batches
+    assert (ok.ci_low <= ok.median).all() and (ok.median <= ok.ci_high).all()
+
+
+def test_samples_add_up_to_the_results(tiny_run):
+    results = pd.read_csv(tiny_run / "results.csv")
+    samples = pd.read_csv(tiny_run / "samples.csv")
+    ok = results[results.status == "ok"]
+    assert len(samples) == ok.n.sum()
+    merged = samples.groupby(["experiment", "transport", "placement", "payload_bytes"]).value
+    medians = merged.median().reset_index()
+    joined = ok.merge(medians, on=["experiment", "transport", "placement", "payload_bytes"])
+    assert len(joined) == len(ok)
+    assert (joined["median"] - joined["value"]).abs().max() < 1e-6
+
+
+def test_switch_counts_follow_placement(tiny_run):
+    """On one CPU every round trip must switch to the server and back; a call never does."""
+    results = pd.read_csv(tiny_run / "results.csv").set_index(["experiment", "transport",
+                                                                "placement", "payload_bytes"])
+    for transport in ("pipe", "mq", "shm", "uds"):
+        assert results.loc[("latency", transport, "same-cpu", 64), "ctx_switches_per_op"] >= 1.99
+    assert results.loc[("latency", "call", "same-cpu", 64), "ctx_switches_per_op"] < 0.01
+    if len(os.sched_getaffinity(0)) >= 2:
+        assert results.loc[("latency", "shm-spin", "cross-cpu", 64), "ctx_switches_per_op"] < 0.5
+
+
+def test_skipped_cases_carry_their_reason(tiny_run):
+    results = pd.read_csv(tiny_run / "results.csv")
+    skipped = results[results.status == "skipped"]
+    assert set(skipped.transport) >= {"call", "shm-spin", "mq"}
+    assert skipped.note.str.len().min() > 10
+    report = (tiny_run / "report.md").read_text()
+    assert "Cases not run" in report and "msgsize_max" in report
+
+
+def test_model_has_ratio_and_copy_slope(tiny_run):
+    model = pd.read_csv(tiny_run / "model.csv")
+    ratios = model[model.parameter == "latency_ratio"]
+    assert set(ratios.transport) >= {"pipe", "mq", "shm", "uds"}
+    assert (ratios.value > 1).all()
+    assert {"pipe", "shm"} <= set(model[model.parameter == "copy_ns_per_byte"].transport)
+
+
+def test_pyperf_reads_the_run(tiny_run):
+    for command in (["stats"], ["compare_to", "--table"]):
+        files = [str(tiny_run / "pyperf.json")] * (2 if command[0] == "compare_to" else 1)
+        done = subprocess.run([sys.executable, "-m", "pyperf", *command, *files],
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        assert "latency/pipe/same-cpu/64B/k1" in done.stdout
+
+
+def test_report_renders_again(tiny_run):
+    (tiny_run / "report.md").unlink()
+    done = ipcbench("report", str(tiny_run))
+    assert done.returncode == 0, done.stderr
+    assert "T_mu/T_m" in (tiny_run / "report.md").read_text()
+    assert "pipe" in done.stdout
+
+
+def test_run_leaves_nothing_behind(tiny_run):
+    assert leftovers() == []
+    assert stray_processes(include_live_runs=True) == []
+    assert not list(tiny_run.parent.glob(".*partial*"))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "--suite", "nonesuch"], "no such file"),
+        (["run", "--suite", "quick", "--only", "latency,warp"], "unknown experiment 'warp'"),
+        (["run", "--suite", "quick", "--out", "/proc/ipcbench-out"], "cannot write there"),
+        (["run", "--bogus"], "unrecognized arguments"),
+        (["frobnicate"], "invalid choice"),
+        (["report", "/nonexistent/run"], "no such run folder"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
+    done = ipcbench(*args, cwd=tmp_path)
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_folder_is_not_overwritten(tmp_path):
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    done = ipcbench("run", "--suite", "quick", "--out", str(out))
+    assert done.returncode == 2 and "not an empty folder" in done.stderr
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+def test_report_of_a_folder_without_samples(tmp_path):
+    (tmp_path / "metadata.json").write_text("{}")
+    done = ipcbench("report", str(tmp_path))
+    assert done.returncode == 2 and "missing results.csv, samples.csv" in done.stderr
+
+
+SLOW_SUITE = TINY_SUITE.replace("batch_ms = 1.0", "batch_ms = 200.0").replace(
+    "batches = 2", "batches = 20")
+
+
+def start_slow_run(tmp_path: Path) -> tuple[subprocess.Popen[str], Path, str]:
+    """Start a run and wait until its first worker has forked a server."""
+    suite = write_suite(tmp_path, SLOW_SUITE)
+    out = tmp_path / "out"
+    runner = subprocess.Popen([sys.executable, "-m", "harness", "run", "--suite", str(suite),
+                               "--out", str(out)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        for child in psutil.Process(runner.pid).children(recursive=True):
+            cmdline = child.cmdline()
+            if "--run" in cmdline and child.children():
+                return runner, out, cmdline[cmdline.index("--run") + 1]
+        time.sleep(0.05)
+    runner.kill()
+    pytest.fail("no worker with a server appeared within 60 s")
+
+
+def wait_gone(prefix: str, seconds: float = 10) -> list[int]:
+    deadline = time.monotonic() + seconds
+    while (strays := stray_processes(prefix, include_live_runs=True)) and \
+            time.monotonic() < deadline:
+        time.sleep(0.05)
+    return strays
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_mid_run_cleans_up(tmp_path, sig):
+    runner, out, prefix = start_slow_run(tmp_path)
+    runner.send_signal(sig)
+    _, err = runner.communicate(timeout=30)
+    assert runner.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert wait_gone(prefix) == []
+    assert leftovers(prefix) == []
+    assert not journal_path(prefix).exists()
+    assert list(tmp_path.iterdir()) == [tmp_path / "tiny.toml"], "no half-written run folder"
+    assert not out.exists()
+
+
+def test_kill_9_then_cleanup_leaves_nothing(tmp_path):
+    runner, _out, prefix = start_slow_run(tmp_path)
+    runner.kill()
+    runner.communicate(timeout=30)
+    # Workers and servers die with their parent (PR_SET_PDEATHSIG).
+    assert wait_gone(prefix) == []
+    # What a SIGKILL can strand between create and unlink, planted by hand:
+    shm = posix_ipc.SharedMemory(f"/{prefix}0-0-shm", posix_ipc.O_CREX, mode=0o600, size=4096)
+    shm.close_fd()
+    sem = posix_ipc.Semaphore(f"/{prefix}0-1-sem-c2s", posix_ipc.O_CREX, mode=0o600)
+    sem.close()
+    queue_name = f"/{prefix}0-2-mq-c2s"
+    posix_ipc.MessageQueue(queue_name, posix_ipc.O_CREX, mode=0o600, max_messages=2,
+                           max_message_size=64).close()
+    journal_path(prefix).write_text(f"{queue_name}\n")
+    assert len(leftovers(prefix)) == 2
+    done = ipcbench("cleanup")
+    assert done.returncode == 0, done.stderr
+    assert leftovers(prefix) == []
+    with pytest.raises(posix_ipc.ExistentialError):
+        posix_ipc.MessageQueue(queue_name)
+    assert f"mq:{queue_name}" in done.stdout
+    assert not journal_path(prefix).exists()
+
+
+def test_run_folder_loads_back_to_the_same_results(tiny_run):
+    from harness.results import RunData
+
+    saved = pd.read_csv(tiny_run / "results.csv")
+    again = RunData.load(tiny_run).results_frame()
+    assert list(again.columns) == list(saved.columns)
+    assert np.allclose(again["median"].fillna(-1), saved["median"].fillna(-1))
+    assert list(again.status) == list(saved.status)

@@ -1,0 +1,69 @@
+"""Suite files: built-ins load, bad ones get one clear error naming the problem."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.errors import UsageError
+from harness.suite import builtin_suites, load_suite
+
+from .helpers import TINY_SUITE, write_suite
+
+
+@pytest.mark.parametrize("name", ["quick", "default", "full"])
+def test_builtin_suites_load_and_plan(name):
+    suite = load_suite(name)
+    plan = suite.plan()
+    assert plan.runnable
+    names = [c.name for c in plan.runnable]
+    assert len(names) == len(set(names)), "cases must be unique"
+    transports = {c.transport for c in plan.runnable}
+    assert {"call", "pipe", "mq", "shm", "uds"} <= transports
+
+
+def test_builtins_are_listed():
+    assert {"quick", "default", "full"} <= set(builtin_suites())
+
+
+def test_mq_sizes_over_the_limit_are_skipped_with_reason(tmp_path):
+    suite = load_suite(str(write_suite(tmp_path, TINY_SUITE.replace("16384]", "16384, 65536]"))))
+    skipped = {c.case.name: c.note for c in suite.plan().skipped}
+    assert "payload/mq/same-cpu/65536B/k1" in skipped
+    assert "msgsize_max" in skipped["payload/mq/same-cpu/65536B/k1"]
+    assert "payload/pipe/same-cpu/65536B/k1" not in skipped
+
+
+def test_only_selects_experiments(tmp_path):
+    suite = load_suite(str(write_suite(tmp_path)), only=["payload"])
+    assert {e.name for e, _ in suite.experiments} == {"payload"}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[settings\nworkers = 2", "not valid TOML"),
+        ("bogus = 1\n[experiments.latency]\ntransports=['call']", "unknown key 'bogus'"),
+        ("[experiments.nope]\ntransports = ['pipe']", "unknown experiment 'nope'"),
+        ("[experiments.latency]\ntransports = ['call', 'carrier-pigeon']", "carrier-pigeon"),
+        ("[experiments.latency]\nplacements = ['moon']", "unknown placement 'moon'"),
+        ("[experiments.latency]\npayload_bytes = [-1]", "must be >= 0"),
+        ("[experiments.latency]\npayload_bytes = '64'", "non-empty list"),
+        ("[experiments.latency]\ncolour = 'red'", "unknown key 'colour'"),
+        ("[settings]\nworkers = 0\n[experiments.latency]", "workers must be >= 1"),
+        ("[settings]\nworkers = 'many'\n[experiments.latency]", "expected a int"),
+        ("description = 'empty'", "at least one"),
+        ("[experiments.latency]\ntransports = ['pipe']", "must include 'call'"),
+        ("[experiments.payload]\ntransports = ['mq']\npayload_bytes = [1000000000000]",
+         "more than any listed transport carries"),
+    ],
+)
+def test_bad_suites_raise_one_clear_error(tmp_path, text, message):
+    path = write_suite(tmp_path, text)
+    with pytest.raises(UsageError, match=message) as info:
+        load_suite(str(path)).plan()
+    assert "\n" not in str(info.value)
+
+
+def test_unknown_suite_name():
+    with pytest.raises(UsageError, match="no such file and no built-in suite"):
+        load_suite("no-such-suite")
