@@ -50,7 +50,7 @@ def test_run_folder_has_every_file_and_column(tiny_run):
     ok = results[results.status == "ok"]
     assert set(ok.metric) == {"round_trip"} and set(ok.unit) == {"ns"}
     assert (ok.n == 2 * 2).all()  # workers x batches
-    assert (ok.ci_low <= ok.median).all() and (ok.median <= ok.ci_high).all()
+    assert (ok.ci_low <= ok["median"]).all() and (ok["median"] <= ok.ci_high).all()
 
 
 def test_samples_add_up_to_the_results(tiny_run):
