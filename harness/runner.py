@@ -30,25 +30,49 @@ class Runner:
     _active: subprocess.Popen[str] | None = None
 
     def run(self, cases: list[Case]) -> list[CaseResult]:
+        """Every case gets one worker per pass, passes one after another.
+
+        On a VM the host drifts between fast and slow spells lasting about a
+        second; interleaving spreads each case's workers over the whole run, so
+        every case sees the same mix and ratios within a run stay fair.
+        """
         columns = (TextColumn("{task.description:<44}"), BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn())
-        results = []
-        with Progress(*columns, console=self.console, transient=True) as progress:
-            overall = progress.add_task("cases", total=len(cases))
-            for case in cases:
-                progress.update(overall, description=case.name)
-                results.append(self.run_case(case))
-                progress.advance(overall)
+        results = [CaseResult(case) for case in cases]
+        passes = self.settings.workers
+        # No refresh thread: it would wake up beside the timed loop ten times a second.
+        with Progress(*columns, console=self.console, transient=True,
+                      auto_refresh=False) as progress:
+            bar = progress.add_task("workers", total=len(cases) * passes)
+            for number in range(passes):
+                for result in results:
+                    progress.update(bar, refresh=True,
+                                    description=f"pass {number + 1}/{passes} {result.case.name}")
+                    self._add_worker(result)
+                    progress.advance(bar)
         return results
 
+    def _add_worker(self, result: CaseResult) -> None:
+        if result.status != "ok":
+            return
+        try:
+            result.workers.append(self._worker(result.case))
+        except WorkerError as exc:
+            result.status, result.note = "error", str(exc)
+
+    def __post_init__(self) -> None:
+        # Workers get every CPU the user gave us; the runner itself moves off the
+        # CPU that same-cpu cases measure on, so its wake-ups land elsewhere.
+        self.cpus = sorted(os.sched_getaffinity(0))
+        if len(self.cpus) > 1:
+            os.sched_setaffinity(0, set(self.cpus[1:]))
+
     def run_case(self, case: Case) -> CaseResult:
-        workers = []
+        """All workers of one case, back to back (for scripts measuring a single case)."""
+        result = CaseResult(case)
         for _ in range(self.settings.workers):
-            try:
-                workers.append(self._worker(case))
-            except WorkerError as exc:
-                return CaseResult(case, "error", str(exc), workers)
-        return CaseResult(case, "ok", "", workers)
+            self._add_worker(result)
+        return result
 
     def _worker_timeout(self) -> float:
         s = self.settings
@@ -56,7 +80,8 @@ class Runner:
 
     def _worker(self, case: Case) -> WorkerResult:
         task = {"case": asdict(case), "settings": asdict(self.settings), "prefix": self.prefix,
-                "journal": str(journal_path(self.prefix)), "runner_pid": os.getpid()}
+                "journal": str(journal_path(self.prefix)), "runner_pid": os.getpid(),
+                "cpus": self.cpus}
         # ``--run`` is for ``ipcbench cleanup``, which finds strays by command line.
         command = [sys.executable, "-I", "-m", WORKER_MODULE, "--run", self.prefix]
         proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,

@@ -59,6 +59,7 @@ def run_case(case: Case, settings: Settings, names: NameSource) -> WorkerResult:
 def main() -> int:
     task = json.loads(sys.stdin.read())
     die_with_parent(task["runner_pid"])
+    os.sched_setaffinity(0, task["cpus"])
     names = NameSource(f"{task['prefix']}{os.getpid()}-", Path(task["journal"]))
     try:
         result = run_case(Case.from_dict(task["case"]), Settings(**task["settings"]), names)
