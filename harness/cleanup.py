@@ -7,6 +7,7 @@ after a SIGKILL.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,13 @@ def sweep(prefix: str | None = None, include_live_runs: bool = False) -> SweepRe
         if _owned(journal.name, prefix, include_live_runs):
             report.removed += _unlink_journaled_queues(journal)
             journal.unlink(missing_ok=True)
+    for record in state_dir().glob(f"{prefix or PREFIX}*stage"):
+        if _owned(record.name, prefix, include_live_runs):
+            stage = Path(record.read_text().strip())
+            if stage.name.startswith(".") and ".partial-" in stage.name and stage.is_dir():
+                shutil.rmtree(stage, ignore_errors=True)
+                report.removed.append(str(stage))
+            record.unlink(missing_ok=True)
     return report
 
 

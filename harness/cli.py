@@ -21,7 +21,7 @@ from harness import __version__
 from harness.cleanup import cleanup, sweep
 from harness.errors import UsageError
 from harness.experiment import load_experiments
-from harness.ipcnames import new_run_prefix
+from harness.ipcnames import new_run_prefix, stage_record
 from harness.metadata import fingerprint, git_commit, pyperf_metadata
 from harness.report import print_summary, write_report
 from harness.results import RunData
@@ -80,8 +80,12 @@ def _raise_interrupt(_signum: int, _frame: FrameType | None) -> None:
 
 
 @contextlib.contextmanager
-def staged_folder(out: Path) -> Iterator[Path]:
-    """A hidden sibling folder renamed to ``out`` only when everything is written."""
+def staged_folder(out: Path, prefix: str) -> Iterator[Path]:
+    """A hidden sibling folder renamed to ``out`` only when everything is written.
+
+    It is noted under the run's prefix, so ``ipcbench cleanup`` can remove it
+    if the run is killed with SIGKILL.
+    """
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UsageError(f"--out {out}: already exists and is not an empty folder")
     stage = out.parent / f".{out.name}.partial-{os.getpid()}"
@@ -90,6 +94,8 @@ def staged_folder(out: Path) -> Iterator[Path]:
         stage.mkdir()
     except OSError as exc:
         raise UsageError(f"--out {out}: cannot write there ({exc.strerror})") from None
+    record = stage_record(prefix)
+    record.write_text(str(stage.resolve()))
     try:
         yield stage
         if out.exists():
@@ -97,6 +103,7 @@ def staged_folder(out: Path) -> Iterator[Path]:
         stage.rename(out)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+        record.unlink(missing_ok=True)
 
 
 def default_out(suite: Suite) -> Path:
@@ -113,7 +120,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     sweep()  # leftovers of runs that died before us
     prefix = new_run_prefix()
     runner = Runner(suite.settings, prefix, console)
-    with staged_folder(out) as stage:
+    with staged_folder(out, prefix) as stage:
         started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         console.print(f"ipcbench: suite [bold]{suite.name}[/]: {len(plan.runnable)} cases, "
                       f"{len(plan.skipped)} skipped, {suite.settings.workers} workers each")

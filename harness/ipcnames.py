@@ -71,3 +71,8 @@ class NameSource:
 
 def journal_path(prefix: str) -> Path:
     return state_dir() / f"{prefix}names"
+
+
+def stage_record(prefix: str) -> Path:
+    """Where a run notes its unfinished output folder, for cleanup after a SIGKILL."""
+    return state_dir() / f"{prefix}stage"
