@@ -58,7 +58,8 @@ def sweep(prefix: str | None = None, include_live_runs: bool = False) -> SweepRe
         if _owned(journal.name, prefix, include_live_runs):
             report.removed += _unlink_journaled_queues(journal)
             journal.unlink(missing_ok=True)
-    for record in state_dir().glob(f"{prefix or PREFIX}*stage"):
+    # A live run removes its own unfinished folder; these are of runs that are gone.
+    for record in state_dir().glob(f"{PREFIX}*stage") if prefix is None else ():
         if _owned(record.name, prefix, include_live_runs):
             stage = Path(record.read_text().strip())
             if stage.name.startswith(".") and ".partial-" in stage.name and stage.is_dir():

@@ -20,10 +20,10 @@ from rich.console import Console
 from harness import __version__
 from harness.cleanup import cleanup, sweep
 from harness.errors import UsageError
-from harness.experiment import load_experiments
 from harness.ipcnames import new_run_prefix, stage_record
 from harness.metadata import fingerprint, git_commit, pyperf_metadata
-from harness.report import print_summary, write_report
+from harness.model import analyze, draw
+from harness.report import print_model, print_summary, write_report
 from harness.results import RunData
 from harness.runner import Runner
 from harness.suite import Suite, load_suite
@@ -49,6 +49,10 @@ def build_parser() -> Parser:
                      help="run folder to create (default: results/<time>-<suite>)")
     run.add_argument("--only", help="comma-separated experiments of the suite to run")
     run.set_defaults(func=cmd_run)
+
+    fit = commands.add_parser("fit", help="refit model.csv and the report from saved samples")
+    fit.add_argument("folder", type=Path)
+    fit.set_defaults(func=cmd_fit)
 
     report = commands.add_parser("report", help="render a run folder's report again")
     report.add_argument("folder", type=Path)
@@ -130,8 +134,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             runner.abort()
             cleanup(prefix, include_live_runs=True)
         run = RunData(run_metadata(suite, args, prefix, started), measured + plan.skipped)
-        run.model = fit_model(run)
+        analyze(run)
         run.save(stage)
+        draw(run, stage)
         write_report(run, stage)
     print_summary(run, summary_console())
     failed = [c for c in run.cases if c.status == "error"]
@@ -155,11 +160,6 @@ def run_metadata(suite: Suite, args: argparse.Namespace, prefix: str, started: s
     }
 
 
-def fit_model(run: RunData) -> list:
-    samples = run.samples_frame()
-    return [row for exp in load_experiments().values() for row in exp.model(samples)]
-
-
 def summary_console() -> Console:
     # Piped output would be cut to 80 columns; tables read better whole.
     return Console() if sys.stdout.isatty() else Console(width=160)
@@ -167,9 +167,25 @@ def summary_console() -> Console:
 
 def cmd_report(args: argparse.Namespace) -> int:
     run = RunData.load(args.folder)
-    run.model = fit_model(run)
+    analyze(run)
+    draw(run, args.folder)
     write_report(run, args.folder)
     print_summary(run, summary_console())
+    return 0
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    run = RunData.load(args.folder)
+    if not run.measured():
+        raise UsageError(f"{args.folder}: no measured samples to fit")
+    analyze(run)
+    if not run.model:
+        raise UsageError(f"{args.folder}: its samples hold nothing a model is fitted from "
+                         "(no latency, payload, amplification or ring cases)")
+    run.save_model(args.folder)
+    draw(run, args.folder)
+    write_report(run, args.folder)
+    print_model(run, summary_console())
     return 0
 
 

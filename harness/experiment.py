@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from harness.records import Case, CaseResult
+from harness.topology import refuse as refuse_topology
 from servers.transports import PLACEMENTS, TRANSPORTS, Placement
 from servers.workloads import WORKLOADS
 
@@ -30,13 +32,21 @@ class ExperimentParams:
     payload_bytes: tuple[int, ...] = (64,)
     workload: str = "echo"
     iterations: int = 0
+    k: tuple[int, ...] = (1,)
+    topologies: tuple[str, ...] = ("chain",)
+    working_sets: tuple[int, ...] = (0,)
+    message_bytes: int = 64
+    sched_batch: bool = False
 
     @classmethod
-    def from_table(cls, where: str, table: dict[str, Any]) -> ExperimentParams:
-        known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(table) - set(known))
+    def from_table(
+        cls, where: str, table: dict[str, Any], accepted: tuple[str, ...]
+    ) -> ExperimentParams:
+        unknown = sorted(set(table) - set(accepted))
         if unknown:
-            raise ValueError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(known)})")
+            raise ValueError(
+                f"{where}: unknown key {unknown[0]!r} (known: {', '.join(accepted)})"
+            )
         values: dict[str, Any] = {}
         for key, raw in table.items():
             default = getattr(cls, key)
@@ -73,6 +83,10 @@ class ExperimentParams:
             raise ValueError(f"{where}.payload_bytes: sizes must be >= 0")
         if self.iterations < 0:
             raise ValueError(f"{where}.iterations: must be >= 0")
+        if any(k < 1 for k in self.k):
+            raise ValueError(f"{where}.k: must be >= 1")
+        if any(w < 0 for w in self.working_sets) or self.message_bytes < 0:
+            raise ValueError(f"{where}: sizes must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -88,6 +102,7 @@ class ModelRow:
     method: str
     placement: str = ""
     payload_bytes: int | None = None
+    k: int | None = None
 
 
 @dataclass
@@ -98,9 +113,13 @@ class Plan:
     skipped: list[CaseResult] = field(default_factory=list)
 
 
+COMMON_KEYS = ("transports", "placements", "payload_bytes", "workload", "iterations")
+
+
 class Experiment(ABC):
     name: str
     description: str
+    accepted: tuple[str, ...] = COMMON_KEYS
 
     @abstractmethod
     def plan(self, params: ExperimentParams) -> Plan: ...
@@ -109,10 +128,17 @@ class Experiment(ABC):
         """Parameters derived from this experiment's samples (none by default)."""
         return []
 
+    def tables(self, samples: pd.DataFrame) -> dict[str, pd.DataFrame]:
+        """Named tables for the report and the run folder (``<name>.csv``)."""
+        return {}
 
-def echo_plan(experiment: str, params: ExperimentParams) -> Plan:
-    """Client plus one echo server per case, over transports x placements x payloads."""
-    cpus = len(os.sched_getaffinity(0))
+    def plots(self, tables: dict[str, pd.DataFrame], folder: Path) -> list[Path]:
+        """PNG files written into ``folder`` from this run's tables."""
+        return []
+
+
+def check_sizes(experiment: str, params: ExperimentParams) -> None:
+    """A size that no listed transport can carry is a mistake in the suite, not a skip."""
     largest = max(TRANSPORTS[name].max_payload() for name in params.transports)
     too_big = [size for size in params.payload_bytes if size > largest]
     if too_big:
@@ -120,23 +146,43 @@ def echo_plan(experiment: str, params: ExperimentParams) -> Plan:
             f"experiments.{experiment}.payload_bytes: {too_big[0]} B is more than any listed "
             f"transport carries here (largest: {largest} B)"
         )
+
+
+def refusal(case: Case, cpus: int) -> str | None:
+    """Why this machine or this transport cannot run a case, or None."""
+    transport = TRANSPORTS[case.transport]
+    if transport.in_process and case.placement != "same-cpu":
+        return "an in-process call has no placement: measured once, as same-cpu"
+    if case.placement == "cross-cpu" and cpus < 2:
+        return "cross-cpu needs two usable CPUs"
+    links = case.k if case.topology in ("chain", "fanout", "ring") else 1
+    return refuse_topology(case, transport) or transport.refuse(
+        case.payload_bytes, Placement(case.placement, cpus), links
+    )
+
+
+def triage(cases: list[Case]) -> Plan:
+    cpus = len(os.sched_getaffinity(0))
     plan = Plan()
-    for transport_name in params.transports:
-        transport = TRANSPORTS[transport_name]
-        for placement_name in params.placements:
-            for size in params.payload_bytes:
-                case = Case(experiment, transport_name, placement_name, size,
-                            workload=params.workload, iterations=params.iterations)
-                reason = transport.refuse(size, Placement(placement_name, cpus))
-                if transport.in_process and placement_name != "same-cpu":
-                    reason = "an in-process call has no placement: measured once, as same-cpu"
-                elif placement_name == "cross-cpu" and cpus < 2 and reason is None:
-                    reason = "cross-cpu needs two usable CPUs"
-                if reason:
-                    plan.skipped.append(CaseResult(case, "skipped", reason))
-                else:
-                    plan.runnable.append(case)
+    for case in cases:
+        reason = refusal(case, cpus)
+        if reason:
+            plan.skipped.append(CaseResult(case, "skipped", reason))
+        else:
+            plan.runnable.append(case)
     return plan
+
+
+def echo_plan(experiment: str, params: ExperimentParams) -> Plan:
+    """Client plus one echo server per case, over transports x placements x payloads."""
+    check_sizes(experiment, params)
+    return triage([
+        Case(experiment, transport, placement, size, workload=params.workload,
+             iterations=params.iterations)
+        for transport in params.transports
+        for placement in params.placements
+        for size in params.payload_bytes
+    ])
 
 
 def load_experiments() -> dict[str, Experiment]:

@@ -12,13 +12,22 @@ COUNTER_COLUMNS = [
     "ctx_voluntary_per_op",
     "ctx_involuntary_per_op",
     "system_ctxt_per_op",
+    "messages_per_op",
 ]
+TOPOLOGIES = ("echo", "chain", "fanout", "ring", "self", "compute")
 Status = Literal["ok", "skipped", "error"]
 
 
 @dataclass(frozen=True)
 class Case:
-    """One measured configuration: the unit a worker process runs."""
+    """One measured configuration: the unit a worker process runs.
+
+    ``topology`` says how the processes are wired: ``echo`` (one server),
+    ``chain`` and ``fanout`` (k servers), ``ring`` (a token around k processes,
+    ``working_set`` bytes touched per hop), ``self`` (one process sends and
+    receives: alpha) and ``compute`` (the handler in process, empty loop
+    subtracted: C0). ``k`` counts servers, or processes for a ring.
+    """
 
     experiment: str
     transport: str
@@ -28,13 +37,18 @@ class Case:
     metric: str = "round_trip"
     workload: str = "echo"
     iterations: int = 0
+    topology: str = "echo"
+    working_set: int = 0
+    sched_batch: bool = False
 
     @property
     def name(self) -> str:
         work = "" if self.workload == "echo" else f"/{self.workload}{self.iterations}"
+        shape = "" if self.topology == "echo" else f"/{self.topology}"
+        touch = f"/W{self.working_set}" if self.working_set else ""
         return (
             f"{self.experiment}/{self.transport}/{self.placement}/"
-            f"{self.payload_bytes}B/k{self.k}{work}"
+            f"{self.payload_bytes}B/k{self.k}{shape}{touch}{work}"
         )
 
     def key(self) -> dict[str, Any]:
@@ -55,7 +69,6 @@ class Settings:
     warmups: int = 1
     batch_ms: float = 20.0
     timeout_s: float = 10.0
-    sched_batch: bool = False
 
     def check(self) -> None:
         for name in ("workers", "batches"):

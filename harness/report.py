@@ -21,6 +21,16 @@ CROSS_CPU_NOTE = (
 )
 
 
+MODEL_NOTE = (
+    "alpha is one message sent and received by one process (no switch); beta is one "
+    "context switch: the k = 1 round trip less its messages and C0, divided by the "
+    "switches counted on every process; beta_ring is a ring hop less the same-process hop. "
+    "The seed form C0 + k(2 alpha + 4 beta) counts 4k switches per request; on one CPU a "
+    "chain makes 2k (the `switches` column), so the seed form over-predicts by about 2k beta. "
+    "The extended form takes beta from the ring at k + 1 processes."
+)
+
+
 def _us(ns: float) -> str:
     if ns is None or (isinstance(ns, float) and math.isnan(ns)):
         return "-"
@@ -88,6 +98,67 @@ def not_run_rows(run: RunData) -> Rows:
     return header, [[c.case.name, c.status, c.note] for c in run.cases if c.status != "ok"]
 
 
+HEADLINE = {
+    "alpha": "alpha ns", "beta": "beta ns", "beta_ring": "beta_ring ns", "C0": "C0 ns",
+    "copy_ns_per_byte": "copy ns/B", "chain_max_rel_error": "seed form err",
+    "chain_max_rel_error_count": "counts err", "chain_max_rel_error_extended": "extended err",
+}
+
+
+def parameter_rows(run: RunData) -> Rows:
+    """The model's headline parameters, one row per transport (same-cpu)."""
+    chosen: dict[str, dict[str, str]] = {}
+    for m in run.model:
+        if m.parameter not in HEADLINE or m.placement not in ("same-cpu", ""):
+            continue
+        if m.parameter == "alpha" and m.payload_bytes not in (None, 64):
+            continue
+        if math.isnan(m.value):
+            cell = "-"
+        elif m.unit == "ratio":
+            cell = f"{m.value:.1%}"
+        else:
+            cell = f"{m.value:.4g}" + (f" ({m.ci_low:.4g} to {m.ci_high:.4g})"
+                                       if not math.isnan(m.ci_low) else "")
+        chosen.setdefault(m.transport, {})[m.parameter] = cell
+    names = [p for p in HEADLINE if any(p in row for row in chosen.values())]
+    header = ["transport", *[HEADLINE[p] for p in names]]
+    return header, [[t, *[row.get(p, "-") for p in names]] for t, row in sorted(chosen.items())]
+
+
+def prediction_rows(run: RunData) -> Rows:
+    table = run.tables.get("chain_predictions")
+    if table is None or table.empty:
+        return [], []
+    header = ["transport", "topology", "k", "measured us", "T_m us", "T_mu/T_m", "messages",
+              "switches (seed 4k)", "seed us (err)", "counts us (err)", "extended us (err)"]
+    body = []
+    for r in table.sort_values(["transport", "topology", "k"]).itertuples():
+        body.append([
+            r.transport, r.topology, str(r.k), _us(r.measured_ns), _us(r.T_m_ns),
+            _num(r.latency_ratio, 1), _num(r.messages_per_op, 1),
+            f"{r.switches_per_op:.2f} ({r.seed_switches})",
+            f"{_us(r.pred_seed_ns)} ({r.err_seed:+.1%})",
+            f"{_us(r.pred_count_ns)} ({r.err_count:+.1%})",
+            f"{_us(r.pred_extended_ns)} ({r.err_extended:+.1%})" if not math.isnan(
+                r.pred_extended_ns) else "-",
+        ])
+    return header, body
+
+
+def ring_rows(run: RunData) -> Rows:
+    table = run.tables.get("ring_beta")
+    if table is None or table.empty:
+        return [], []
+    header = ["transport", "W bytes", "processes", "hop us", "same-process us", "beta us (CI)",
+              "switches/hop"]
+    body = [[r.transport, str(r.working_set), str(r.processes), _us(r.hop_ns),
+             _us(r.overhead_ns), f"{_us(r.beta_ns)} ({_us(r.beta_ci_low)}-{_us(r.beta_ci_high)})",
+             _num(r.switches_per_hop)]
+            for r in table.sort_values(["transport", "working_set", "processes"]).itertuples()]
+    return header, body
+
+
 def model_rows(run: RunData) -> Rows:
     header = ["parameter", "transport", "placement", "bytes", "value", "95% CI", "unit", "method"]
     body = [[m.parameter, m.transport, m.placement,
@@ -97,11 +168,23 @@ def model_rows(run: RunData) -> Rows:
 
 
 def print_summary(run: RunData, console: Console) -> None:
-    sections = [
+    _print_tables(console, [
         ("Round trip (latency), microseconds", latency_rows(run)),
         ("Payload sweep: median round trip, microseconds", payload_rows(run)),
+        ("Chain: measured against the cost model, microseconds", prediction_rows(run)),
+        ("Cost model (ns; errors are the worst k)", parameter_rows(run)),
         ("Not run", not_run_rows(run)),
-    ]
+    ])
+
+
+def print_model(run: RunData, console: Console) -> None:
+    _print_tables(console, [
+        ("Chain: measured against the cost model, microseconds", prediction_rows(run)),
+        ("Cost model (ns; errors are the worst k)", parameter_rows(run)),
+    ])
+
+
+def _print_tables(console: Console, sections: list[tuple[str, Rows]]) -> None:
     for title, (header, body) in sections:
         if not body:
             continue
@@ -137,14 +220,23 @@ def render_markdown(run: RunData) -> str:
         "involuntary context switches of the client and every server; CPU/op sums their CPU "
         "time. " + CROSS_CPU_NOTE,
     ]
+    mhz = meta.get("machine_extra", {}).get("cpu_mhz_nominal")
     for title, (header, body) in [
         ("Latency and T_mu/T_m", latency_rows(run)),
         ("Payload sweep", payload_rows(run)),
-        ("Model parameters", model_rows(run)),
+        ("Cost model", parameter_rows(run)),
+        ("Chain and fan-out: predicted against measured", prediction_rows(run)),
+        ("Ring: beta over processes and working set", ring_rows(run)),
+        ("All model parameters", model_rows(run)),
         ("Cases not run", not_run_rows(run)),
     ]:
         if body:
             parts += ["", f"## {title}", "", _markdown(header, body)]
+            if title == "Cost model":
+                parts += ["", MODEL_NOTE + (f" Cycles in `model.csv` use the nominal "
+                                             f"{mhz:.0f} MHz (a VM does not expose the real "
+                                             "clock)." if mhz else "")]
+    parts += [f"\n![{name}]({name})" for name in run.plots]
     return "\n".join(parts) + "\n"
 
 

@@ -21,10 +21,11 @@ from harness.experiment import ModelRow
 from harness.records import COUNTER_COLUMNS, KEY_COLUMNS, Case, CaseResult, WorkerResult
 from harness.stats import Summary, summarize
 
-CASE_COLUMNS = [*KEY_COLUMNS, "metric", "workload", "iterations"]
+CASE_COLUMNS = [*KEY_COLUMNS, "metric", "topology", "working_set", "sched_batch", "workload",
+                "iterations"]
 STAT_COLUMNS = [f.name for f in fields(Summary)]
 RESULT_COLUMNS = [*KEY_COLUMNS, "metric", "unit", *STAT_COLUMNS, *COUNTER_COLUMNS,
-                  "workload", "iterations", "status", "note"]
+                  *CASE_COLUMNS[len(KEY_COLUMNS) + 1 :], "status", "note"]
 SAMPLE_COLUMNS = [*CASE_COLUMNS, "worker", "batch", "loops", "value", *COUNTER_COLUMNS]
 MODEL_COLUMNS = [f.name for f in fields(ModelRow)]
 UNIT = "ns"
@@ -35,6 +36,8 @@ class RunData:
     metadata: dict[str, Any]
     cases: list[CaseResult] = field(default_factory=list)
     model: list[ModelRow] = field(default_factory=list)
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    plots: list[str] = field(default_factory=list)
 
     def measured(self) -> list[CaseResult]:
         return [c for c in self.cases if c.status == "ok" and c.workers]
@@ -65,11 +68,18 @@ class RunData:
 
     def model_frame(self) -> pd.DataFrame:
         frame = pd.DataFrame([asdict(m) for m in self.model], columns=MODEL_COLUMNS)
-        return frame.astype({"payload_bytes": "Int64"})
+        frame = frame.astype({"payload_bytes": "Int64", "k": "Int64"})
+        mhz = self.metadata.get("machine_extra", {}).get("cpu_mhz_nominal")
+        if mhz:  # cycles at the nominal clock: a VM does not show the real one
+            is_ns = frame.unit.str.startswith("ns")
+            frame["value_cycles"] = (frame.value * mhz / 1000).where(is_ns)
+        return frame
 
     def pyperf_suite(self) -> pyperf.BenchmarkSuite | None:
         benchmarks = []
         for result in self.measured():
+            if any(v <= 0 for w in result.workers for v in w.values):
+                continue  # a difference (C0 less an empty loop) can dip to 0; pyperf refuses it
             runs = [
                 pyperf.Run(
                     [v * 1e-9 for v in worker.values],
@@ -86,11 +96,17 @@ class RunData:
     def save(self, folder: Path) -> None:
         self.results_frame().to_csv(folder / "results.csv", index=False)
         self.samples_frame().to_csv(folder / "samples.csv", index=False)
-        self.model_frame().to_csv(folder / "model.csv", index=False)
+        self.save_model(folder)
         (folder / "metadata.json").write_text(json.dumps(self.metadata, indent=2, default=str))
         suite = self.pyperf_suite()
         if suite is not None:
             suite.dump(str(folder / "pyperf.json"), replace=True)
+
+    def save_model(self, folder: Path) -> None:
+        """``model.csv`` and one CSV per derived table (``ipcbench fit`` rewrites these)."""
+        self.model_frame().to_csv(folder / "model.csv", index=False)
+        for name, table in self.tables.items():
+            table.to_csv(folder / f"{name}.csv", index=False)
 
     @classmethod
     def load(cls, folder: Path) -> RunData:

@@ -83,17 +83,22 @@ def parse_suite(name: str, data: dict[str, Any], only: list[str] | None = None) 
         if wanted not in tables:
             raise ValueError(f"--only: experiment {wanted!r} is not in this suite")
     chosen = []
-    for exp_name, table in tables.items():
+    for exp_name, value in tables.items():
         if exp_name not in registry:
             raise ValueError(
                 f"unknown experiment {exp_name!r} (known: {', '.join(registry)})"
             )
-        if not isinstance(table, dict):
-            raise ValueError(f"experiments.{exp_name} must be a table")
+        # [experiments.X] is one parameter set; [[experiments.X]] several.
+        parts = value if isinstance(value, list) else [value]
+        if not all(isinstance(part, dict) for part in parts):
+            raise ValueError(f"experiments.{exp_name} must be a table or an array of tables")
         if only and exp_name not in only:
             continue
-        params = ExperimentParams.from_table(f"experiments.{exp_name}", table)
-        chosen.append((registry[exp_name], params))
+        experiment = registry[exp_name]
+        for part in parts:
+            params = ExperimentParams.from_table(f"experiments.{exp_name}", part,
+                                                 experiment.accepted)
+            chosen.append((experiment, params))
     return Suite(name, str(data.get("description", "")), settings, chosen)
 
 

@@ -11,7 +11,7 @@ import os
 import select
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from harness.ipcnames import NameSource
@@ -76,40 +76,74 @@ class Supervisor:
     def pids(self) -> list[int]:
         return [s.pid for s in self.servers]
 
+    def open(self, transport: Transport, payload: int) -> Link:
+        """A link whose ends are handed out later (rings); closed by ``stop``."""
+        link = transport.open(self.names, payload, self.timeout)
+        self._links.append(link)
+        return link
+
     def start(
-        self, transport: Transport, payload: int, make_handler: Callable[[], Handler]
+        self, transport: Transport, payload: int, make_handler: Callable[[], Handler],
+        handoff: Sequence[Channel] = (),
     ) -> Channel:
-        """Start one server answering with ``make_handler()``; return the client end."""
+        """Start one server answering with ``make_handler()``; return the client end.
+
+        ``handoff`` are client ends the new server takes over (the next hop of a
+        chain): it keeps them, this process closes its copies.
+        """
         link = transport.open(self.names, payload, self.timeout)
         if transport.in_process:
             assert isinstance(link, CallLink)
             link.attach(make_handler())
             return self._keep(link.client())
         self._links.append(link)
+
+        def body() -> Callable[[], None]:
+            channel, handler = link.server(), make_handler()
+            return lambda: serve(channel, handler)
+
+        self.spawn(body, handoff)
+        self._links.remove(link)
+        return self._keep(link.client())
+
+    def spawn(self, body: Callable[[], Callable[[], None]], handoff: Sequence[Channel] = ()
+              ) -> int:
+        """Fork a server that runs ``body()``'s loop once it has answered ``ready``."""
         cpu = self.server_cpus[len(self.servers) % len(self.server_cpus)]
         setup = ServerSetup(cpu=cpu, sched_batch=self.sched_batch, parent_pid=os.getpid())
         status_r, status_w = os.pipe()
         pid = os.fork()
         if pid == 0:
             os.close(status_r)
-            run_server(setup, status_w, lambda: self._in_child(link, make_handler))
+            run_server(setup, status_w, lambda: self._in_child(body, handoff))
         os.close(status_w)
         self.servers.append(Server(pid, cpu))
         try:
             self._await_ready(pid, status_r)
         finally:
             os.close(status_r)
-        self._links.remove(link)
-        return self._keep(link.client())
-
-    def _in_child(self, link: Link, make_handler: Callable[[], Handler]) -> Callable[[], None]:
-        # Drop every end this child inherited but does not own, so that EOF
-        # reaches the client when a sibling dies.
-        for channel in self.channels:
+        for channel in handoff:
             channel.close()
-        channel = link.server()
-        handler = make_handler()
-        return lambda: serve(channel, handler)
+            self.channels.remove(channel)
+        return pid
+
+    def _in_child(self, body: Callable[[], Callable[[], None]], handoff: Sequence[Channel]
+                  ) -> Callable[[], None]:
+        # Drop every client end this child inherited but does not own, so that
+        # EOF reaches the client when a sibling dies.
+        for channel in self.channels:
+            if channel not in handoff:
+                channel.close()
+        return body()
+
+    def forget(self, links: Sequence[Link]) -> None:
+        """Links whose ends were taken (or closed) here: ``stop`` must not close them again."""
+        for link in links:
+            self._links.remove(link)
+
+    def take(self, channel: Channel) -> Channel:
+        """Register an end taken from an ``open`` link, so ``stop`` closes it."""
+        return self._keep(channel)
 
     def _keep(self, channel: Channel) -> Channel:
         self.channels.append(channel)

@@ -17,43 +17,41 @@ from harness.ipcnames import NameSource
 from harness.records import Case, Settings, WorkerResult
 from harness.supervisor import Supervisor
 from harness.timing import run_batches, warm_up
+from harness.topology import Setup, build
 from servers.process import die_with_parent
-from servers.transports import Channel, get_transport
-from servers.workloads import Workload
 
 
-class IntegrityError(RuntimeError):
-    """A reply did not match its request byte for byte."""
-
-
-def round_trip_intact(channel: Channel, payload: int) -> None:
-    request = os.urandom(payload)
-    channel.send(request)
-    reply = channel.recv()
-    if bytes(reply) != request:
-        raise IntegrityError(f"reply of {len(reply)} bytes differs from the {payload}-byte request")
+def timed_values(setup: Setup, loops: int, settings: Settings) -> list[float]:
+    """ns per loop iteration; with a baseline, each batch minus an empty batch beside it."""
+    args = (setup.message, loops)
+    if setup.baseline is None:
+        return run_batches(setup.send, setup.recv, *args, settings.batches, settings.timeout_s)
+    values = []
+    for _ in range(settings.batches):
+        [full] = run_batches(setup.send, setup.recv, *args, 1, settings.timeout_s)
+        [empty] = run_batches(setup.baseline, None, *args, 1, settings.timeout_s)
+        values.append(full - empty)
+    return values
 
 
 def run_case(case: Case, settings: Settings, names: NameSource) -> WorkerResult:
-    transport = get_transport(case.transport)
-    workload = Workload(case.workload, case.iterations)
-    with Supervisor(names, case.placement, settings.sched_batch, settings.timeout_s) as sup:
+    with Supervisor(names, case.placement, case.sched_batch, settings.timeout_s) as sup:
         sup.pin_client()
-        channel = sup.start(transport, case.payload_bytes, workload.handler)
-        round_trip_intact(channel, case.payload_bytes)
-        message = channel.prepare(os.urandom(case.payload_bytes))
-        send, recv = channel.timed_ops()
-        target_ns = int(settings.batch_ms * 1e6)
+        setup = build(case, sup)
+        setup.check()
         loops, warmups = warm_up(
-            send, recv, message, target_ns=target_ns, warmups=settings.warmups,
-            timeout=settings.timeout_s,
+            setup.send, setup.recv, setup.message, target_ns=int(settings.batch_ms * 1e6),
+            warmups=settings.warmups, timeout=settings.timeout_s,
         )
         counters = ProcessCounters([os.getpid(), *sup.pids])
         before = counters.read()
-        values = run_batches(send, recv, message, loops, settings.batches, settings.timeout_s)
+        values = timed_values(setup, loops, settings)
         spent = counters.read() - before
-        round_trip_intact(channel, case.payload_bytes)
-    return WorkerResult(loops, values, warmups, spent.per_op(loops * settings.batches))
+        setup.check()
+    hops = setup.hops
+    per_op = spent.per_op(loops * settings.batches * hops)
+    per_op["messages_per_op"] = setup.messages / hops
+    return WorkerResult(loops, [v / hops for v in values], [v / hops for v in warmups], per_op)
 
 
 def main() -> int:

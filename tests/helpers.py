@@ -25,6 +25,17 @@ payload_bytes = [64]
 [experiments.payload]
 transports = ["pipe", "mq", "shm", "uds"]
 payload_bytes = [0, 64, 1024, 16384]
+
+[experiments.amplification]
+transports = ["call", "pipe", "shm"]
+topologies = ["chain", "fanout"]
+k = [1, 2, 3]
+sched_batch = true
+
+[experiments.ring]
+transports = ["pipe", "shm"]
+k = [2, 3]
+sched_batch = true
 """
 
 
@@ -38,3 +49,19 @@ def ipcbench(*args: str, cwd: Path | None = None, timeout: float = 300,
              ) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True,
                           text=True, cwd=cwd, timeout=timeout, env={**os.environ, "COLUMNS": "160"})
+
+
+def run_worker(case: dict, settings: dict | None = None) -> dict:
+    """Run one case in a real worker process, as the runner does, and return its result."""
+    import json
+
+    task = {"case": case, "settings": settings or {"workers": 1, "batches": 2, "warmups": 0,
+                                                  "batch_ms": 5.0, "timeout_s": 5.0},
+            "prefix": f"ipcb-{os.getpid()}-test-", "journal": os.devnull,
+            "runner_pid": os.getpid(), "cpus": sorted(os.sched_getaffinity(0))}
+    done = subprocess.run([sys.executable, "-I", "-m", "harness.worker"], input=json.dumps(task),
+                          capture_output=True, text=True, timeout=120)
+    assert done.stdout, done.stderr
+    result = json.loads(done.stdout)
+    assert "error" not in result, result
+    return result

@@ -26,7 +26,8 @@ DESIGN_RESULT_COLUMNS = [
     "ctx_switches_per_op", "cpu_ns_per_op",
 ]
 RUN_FILES = ["results.csv", "samples.csv", "model.csv", "metadata.json", "pyperf.json",
-             "report.md"]
+             "report.md", "chain_predictions.csv", "ring_beta.csv", "chain.png",
+             "ratio_over_k.png"]
 
 
 def leftovers(prefix: str = "ipcb-") -> list[str]:
@@ -48,7 +49,8 @@ def test_run_folder_has_every_file_and_column(tiny_run):
     results = pd.read_csv(tiny_run / "results.csv")
     assert list(results.columns[: len(DESIGN_RESULT_COLUMNS)]) == DESIGN_RESULT_COLUMNS
     ok = results[results.status == "ok"]
-    assert set(ok.metric) == {"round_trip"} and set(ok.unit) == {"ns"}
+    assert set(ok.metric) == {"round_trip", "message", "hop", "compute"}
+    assert set(ok.unit) == {"ns"}
     assert (ok.n == 2 * 2).all()  # workers x batches
     assert (ok.ci_low <= ok["median"]).all() and (ok["median"] <= ok.ci_high).all()
 
@@ -58,17 +60,19 @@ def test_samples_add_up_to_the_results(tiny_run):
     samples = pd.read_csv(tiny_run / "samples.csv")
     ok = results[results.status == "ok"]
     assert len(samples) == ok.n.sum()
-    merged = samples.groupby(["experiment", "transport", "placement", "payload_bytes"]).value
-    medians = merged.median().reset_index()
-    joined = ok.merge(medians, on=["experiment", "transport", "placement", "payload_bytes"])
+    keys = ["experiment", "transport", "placement", "payload_bytes", "k", "topology",
+            "working_set", "metric"]
+    medians = samples.groupby(keys).value.median().reset_index()
+    joined = ok.merge(medians, on=keys)
     assert len(joined) == len(ok)
     assert (joined["median"] - joined["value"]).abs().max() < 1e-6
 
 
 def test_switch_counts_follow_placement(tiny_run):
     """On one CPU every round trip must switch to the server and back; a call never does."""
-    results = pd.read_csv(tiny_run / "results.csv").set_index(["experiment", "transport",
-                                                                "placement", "payload_bytes"])
+    results = pd.read_csv(tiny_run / "results.csv")
+    results = results[results.experiment == "latency"].set_index(
+        ["experiment", "transport", "placement", "payload_bytes"])
     for transport in ("pipe", "mq", "shm", "uds"):
         assert results.loc[("latency", transport, "same-cpu", 64), "ctx_switches_per_op"] >= 1.99
     assert results.loc[("latency", "call", "same-cpu", 64), "ctx_switches_per_op"] < 0.01
@@ -229,3 +233,46 @@ def test_run_folder_loads_back_to_the_same_results(tiny_run):
     assert list(again.columns) == list(saved.columns)
     assert np.allclose(again["median"].fillna(-1), saved["median"].fillna(-1))
     assert list(again.status) == list(saved.status)
+
+
+def test_model_has_every_parameter_the_cost_model_needs(tiny_run):
+    model = pd.read_csv(tiny_run / "model.csv")
+    for transport in ("pipe", "shm"):
+        names = set(model[model.transport == transport].parameter)
+        assert {"alpha", "beta", "C0", "beta_ring", "latency_ratio", "chain_max_rel_error",
+                "chain_max_rel_error_extended", "chain_per_hop_seed"} <= names
+    chain = pd.read_csv(tiny_run / "chain_predictions.csv")
+    assert set(chain.k) == {1, 2, 3}
+    assert (chain.messages_per_op == 2 * chain.k).all()
+    assert (chain.seed_switches == 4 * chain.k).all()
+
+
+def test_fit_recomputes_the_model_from_samples(tiny_run):
+    before = (tiny_run / "model.csv").read_text()
+    (tiny_run / "model.csv").unlink()
+    (tiny_run / "chain.png").unlink()
+    done = ipcbench("fit", str(tiny_run))
+    assert done.returncode == 0, done.stderr
+    assert (tiny_run / "model.csv").read_text() == before  # seeded bootstraps: same numbers
+    assert (tiny_run / "chain.png").stat().st_size > 10_000
+    assert "chain.png" in (tiny_run / "report.md").read_text()
+
+
+@pytest.mark.parametrize("files", [[], ["metadata.json"]])
+def test_fit_refuses_a_folder_without_samples(tmp_path, files):
+    for name in files:
+        (tmp_path / name).write_text("{}")
+    done = ipcbench("fit", str(tmp_path / "run" if not files else tmp_path))
+    assert done.returncode == 2
+    assert done.stderr.startswith("ipcbench: error:") and done.stderr.count("\n") == 1
+
+
+def test_fit_refuses_samples_without_a_model(tmp_path, tiny_run):
+    import shutil
+
+    folder = tmp_path / "copy"
+    shutil.copytree(tiny_run, folder)
+    samples = pd.read_csv(folder / "samples.csv")
+    samples[samples.experiment == "nothing"].to_csv(folder / "samples.csv", index=False)
+    done = ipcbench("fit", str(folder))
+    assert done.returncode == 2 and "no measured samples" in done.stderr

@@ -86,6 +86,10 @@ class Link(ABC):
         """Take the server end (in the child, after fork); drops the client's."""
 
     @abstractmethod
+    def loopback(self) -> tuple[Channel, Channel]:
+        """Both ends in this process (client, server): one process sends to itself."""
+
+    @abstractmethod
     def close(self) -> None:
         """Release whatever this process still holds of the link."""
 
@@ -100,8 +104,8 @@ class Transport(ABC):
         """The largest frame this transport carries on this machine."""
         return 1 << 30
 
-    def refuse(self, payload: int, placement: Placement) -> str | None:
-        """Why a case cannot run here, or None when it can."""
+    def refuse(self, payload: int, placement: Placement, links: int = 1) -> str | None:
+        """Why a case with ``links`` client-server links cannot run here, or None."""
         if payload < 0:
             return "payload must be >= 0"
         limit = self.max_payload()

@@ -49,6 +49,9 @@ class CallLink(Link):
     def server(self) -> Channel:
         raise RuntimeError("an in-process call has no server process")
 
+    def loopback(self) -> tuple[Channel, Channel]:
+        raise RuntimeError("an in-process call sends no message to loop back")
+
     def close(self) -> None:
         self._handler = None
 

@@ -112,6 +112,9 @@ class MqLink(Link):
     def server(self) -> Channel:
         return MqChannel(self._c2s, self._s2c, self._payload, self._timeout)
 
+    def loopback(self) -> tuple[Channel, Channel]:
+        return self.client(), self.server()
+
     def close(self) -> None:
         MqChannel(self._c2s, self._s2c, self._payload, self._timeout).close()
 
@@ -122,7 +125,7 @@ class MqTransport(Transport):
     def max_payload(self) -> int:
         return MqLimits.read().msgsize_max
 
-    def refuse(self, payload: int, placement: Placement) -> str | None:
+    def refuse(self, payload: int, placement: Placement, links: int = 1) -> str | None:
         if not posix_ipc.MESSAGE_QUEUES_SUPPORTED:
             return "POSIX message queues are not supported on this system"
         reason = super().refuse(payload, placement)
@@ -131,8 +134,10 @@ class MqTransport(Transport):
         limits = MqLimits.read()
         if limits.msg_max < QUEUE_DEPTH:
             return f"mq needs {QUEUE_DEPTH} messages per queue; msg_max is {limits.msg_max}"
-        if limits.queue_pairs_allowed(payload) < 1:
-            return f"RLIMIT_MSGQUEUE ({limits.rlimit_bytes} bytes) is too small for one queue pair"
+        allowed = limits.queue_pairs_allowed(payload)
+        if allowed < links:
+            return (f"needs {links} queue pairs; RLIMIT_MSGQUEUE ({limits.rlimit_bytes} bytes) "
+                    f"and queues_max ({limits.queues_max}) allow {allowed}")
         return None
 
     def open(self, names: Callable[[str], str], payload: int, timeout: float) -> Link:

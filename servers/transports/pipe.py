@@ -40,6 +40,10 @@ class PipeLink(Link):
         close_fds(self._c2s[1], self._s2c[0])
         return StreamChannel(self._c2s[0], self._s2c[1], self._payload)
 
+    def loopback(self) -> tuple[Channel, Channel]:
+        return (StreamChannel(self._s2c[0], self._c2s[1], self._payload),
+                StreamChannel(self._c2s[0], self._s2c[1], self._payload))
+
     def close(self) -> None:
         close_fds(*self._c2s, *self._s2c)
 

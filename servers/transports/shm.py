@@ -97,6 +97,9 @@ class ShmLink(Link):
     def server(self) -> Channel:
         return ShmChannel(self._view(), self._to_client, self._to_server, self._timeout)
 
+    def loopback(self) -> tuple[Channel, Channel]:
+        return self.client(), self.server()
+
     def close(self) -> None:
         for sem in (self._to_server, self._to_client):
             sem.close()

@@ -89,6 +89,9 @@ class SpinLink(Link):
     def server(self) -> Channel:
         return self._channel(FLAG_S2C, FLAG_C2S)
 
+    def loopback(self) -> tuple[Channel, Channel]:
+        return self.client(), self.server()
+
     def close(self) -> None:
         self._area.close()
 
@@ -99,12 +102,12 @@ class SpinTransport(Transport):
     def max_payload(self) -> int:
         return shm_capacity()
 
-    def refuse(self, payload: int, placement: Placement) -> str | None:
+    def refuse(self, payload: int, placement: Placement, links: int = 1) -> str | None:
         if placement.name != "cross-cpu":
             return "busy polling on one CPU spins away the time slice its peer needs"
         if placement.cpus_available < 2:
             return "busy polling needs two CPUs"
-        return super().refuse(payload, placement)
+        return super().refuse(payload, placement, links)
 
     def open(self, names: Callable[[str], str], payload: int, timeout: float) -> Link:
         return SpinLink(names, payload, timeout)

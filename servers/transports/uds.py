@@ -40,6 +40,11 @@ class UdsLink(Link):
     def server(self) -> Channel:
         return self._take(self._server, self._client, self._payload)
 
+    def loopback(self) -> tuple[Channel, Channel]:
+        client, server = self._client.detach(), self._server.detach()
+        return (StreamChannel(client, client, self._payload),
+                StreamChannel(server, server, self._payload))
+
     def close(self) -> None:
         self._client.close()
         self._server.close()

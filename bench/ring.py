@@ -1,0 +1,88 @@
+"""Experiment 4 (lmbench's lat_ctx): a token around a ring of N pinned processes.
+
+Each hop is one message and one context switch; each process touches W bytes
+of its own per hop. beta(N, W) is the hop time minus the same-process
+overhead (one process sending to itself and touching W bytes), so the
+message cost is taken out and what remains is the switch, with the cache
+refill a larger ring and a larger working set cause.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from harness.experiment import Experiment, ExperimentParams, ModelRow, Plan, triage
+from harness.records import Case
+from harness.samples import Estimate, estimate, median_draws, select
+
+TOPOLOGY_KEYS = ("transports", "placements", "k", "working_sets", "message_bytes",
+                 "sched_batch")
+
+
+class Ring(Experiment):
+    name = "ring"
+    description = "token around N processes touching W bytes: beta(N, W)"
+    accepted = TOPOLOGY_KEYS
+
+    def plan(self, params: ExperimentParams) -> Plan:
+        cases = []
+        for transport in params.transports:
+            for placement in params.placements:
+                for w in params.working_sets:
+                    common = dict(payload_bytes=params.message_bytes, working_set=w,
+                                  sched_batch=params.sched_batch)
+                    cases.append(Case(self.name, transport, placement, k=1, metric="message",
+                                      topology="self", **common))
+                    cases += [Case(self.name, transport, placement, k=n, metric="hop",
+                                   topology="ring", **common) for n in params.k]
+        return triage(cases)
+
+    def model(self, samples: pd.DataFrame) -> list[ModelRow]:
+        rows = []
+        table = self.tables(samples).get("ring_beta")
+        if table is None:
+            return rows
+        for transport, sub in table[table.working_set == 0].groupby("transport"):
+            first = sub.sort_values("processes").iloc[0]
+            rows.append(ModelRow(
+                "beta_ring", transport, first.beta_ns, "ns", first.beta_ci_low,
+                first.beta_ci_high, f"ring hop minus same-process hop, N={first.processes}, W=0",
+                placement="same-cpu", k=int(first.processes)))
+        return rows
+
+    def tables(self, samples: pd.DataFrame) -> dict[str, pd.DataFrame]:
+        mine = select(samples, experiment=self.name, placement="same-cpu")
+        if mine.empty:
+            return {}
+        out = []
+        for (transport, w), rows in mine.groupby(["transport", "working_set"]):
+            base = select(rows, topology="self")
+            if base.empty:
+                continue
+            for n, ring in select(rows, topology="ring").groupby("k"):
+                beta = hop_beta(ring, base, f"ring/{transport}/{n}/{w}")
+                out.append({"transport": transport, "working_set": int(w), "processes": int(n),
+                            "hop_ns": float(np.median(ring.value)),
+                            "overhead_ns": float(np.median(base.value)),
+                            "beta_ns": beta[0], "beta_ci_low": beta[1], "beta_ci_high": beta[2],
+                            "switches_per_hop": float(ring.ctx_switches_per_op.mean())})
+        return {"ring_beta": pd.DataFrame(out)} if out else {}
+
+
+def hop_beta(ring: pd.DataFrame, overhead: pd.DataFrame, label: str) -> Estimate:
+    point = float(np.median(ring.value) - np.median(overhead.value))
+    draws = median_draws(ring, label + "/ring") - median_draws(overhead, label + "/self")
+    return estimate(point, draws)
+
+
+def beta_by_processes(samples: pd.DataFrame, transport: str) -> pd.Series:
+    """beta per hop over the ring size N (W = 0), for the extended chain model."""
+    table = Ring().tables(samples).get("ring_beta")
+    if table is None:
+        return pd.Series(dtype=float)
+    sub = table[(table.transport == transport) & (table.working_set == 0)]
+    return sub.set_index("processes").beta_ns.sort_index()
+
+
+EXPERIMENT = Ring()

@@ -1,0 +1,44 @@
+"""Reading a run's samples: pick cases, bootstrap their medians, collapse to workers.
+
+Experiments derive their model parameters through these, so every parameter
+gets its interval the same way (a cluster bootstrap over workers).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from harness.stats import bootstrap_medians, interval, seeded_rng
+
+Estimate = tuple[float, float, float]  # value, ci_low, ci_high
+
+
+def select(samples: pd.DataFrame, **where: Any) -> pd.DataFrame:
+    mask = np.ones(len(samples), dtype=bool)
+    for column, value in where.items():
+        mask &= (samples[column] == value).to_numpy()
+    return samples[mask]
+
+
+def median_draws(rows: pd.DataFrame, label: str) -> np.ndarray:
+    """Bootstrap draws of the median of one case's values (resampling workers)."""
+    if rows.empty:
+        raise ValueError(f"{label}: no samples")
+    return bootstrap_medians(rows.value.to_numpy(), rows.worker.to_numpy(), seeded_rng(label))
+
+
+def estimate(point: float, draws: np.ndarray) -> Estimate:
+    low, high = interval(draws)
+    return float(point), low, high
+
+
+def worker_points(rows: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """One point per worker (and ``by`` level): median value, mean counters."""
+    return rows.groupby([*by, "worker"]).agg(
+        value=("value", "median"),
+        switches=("ctx_switches_per_op", "first"),
+        messages=("messages_per_op", "first"),
+    ).reset_index()

@@ -1,0 +1,188 @@
+"""How a case's processes are wired, and what its timed loop calls.
+
+Each builder starts the servers a topology needs through the supervisor and
+returns a ``Setup``: the two callables of the timed loop, the message, how
+many hops one loop iteration makes, and a byte-for-byte check.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from harness.records import Case
+from harness.supervisor import Supervisor
+from servers.chain import forwarder
+from servers.ring import relay
+from servers.transports import Buffer, Channel, Link, Transport, get_transport
+from servers.transports.base import Recv, Send
+from servers.workloads import Workload
+
+
+class IntegrityError(RuntimeError):
+    """A reply did not match its request byte for byte."""
+
+
+@dataclass
+class Setup:
+    send: Send
+    recv: Recv | None
+    message: Buffer
+    check: Callable[[], None]
+    hops: int = 1  # values are per hop: a ring lap is k hops
+    messages: int = 2  # messages per loop iteration
+    baseline: Send | None = None  # an empty call to subtract (C0)
+
+
+def expect_same(reply: Buffer, request: bytes) -> None:
+    if bytes(reply) != request:
+        raise IntegrityError(
+            f"reply of {len(reply)} bytes differs from the {len(request)}-byte request"
+        )
+
+
+def round_trip_check(channel: Channel, payload: int) -> Callable[[], None]:
+    def check() -> None:
+        request = os.urandom(payload)
+        channel.send(request)
+        expect_same(channel.recv(), request)
+
+    return check
+
+
+def _messages(case: Case, count: int) -> int:
+    """Messages per request; function calls in process send none."""
+    return 0 if get_transport(case.transport).in_process else count
+
+
+def echo(case: Case, sup: Supervisor) -> Setup:
+    transport, workload = get_transport(case.transport), Workload(case.workload, case.iterations)
+    channel = sup.start(transport, case.payload_bytes, workload.handler)
+    return _through(channel, case, messages=_messages(case, 2))
+
+
+def chain(case: Case, sup: Supervisor) -> Setup:
+    """client -> S1 -> ... -> Sk: started from the far end, each hop handed to its caller."""
+    transport, workload = get_transport(case.transport), Workload(case.workload, case.iterations)
+    nearest = sup.start(transport, case.payload_bytes, workload.handler)
+    for _ in range(case.k - 1):
+        downstream = nearest
+        nearest = sup.start(transport, case.payload_bytes,
+                            lambda d=downstream: forwarder(d), handoff=[downstream])
+    return _through(nearest, case, messages=_messages(case, 2 * case.k))
+
+
+def fanout(case: Case, sup: Supervisor) -> Setup:
+    """The client asks k services in turn."""
+    transport, workload = get_transport(case.transport), Workload(case.workload, case.iterations)
+    channels = [sup.start(transport, case.payload_bytes, workload.handler) for _ in range(case.k)]
+    calls = [forwarder(channel) for channel in channels]
+
+    def ask_all(message: Buffer) -> None:
+        for call in calls:
+            call(message)
+
+    checks = [round_trip_check(channel, case.payload_bytes) for channel in channels]
+    return Setup(ask_all, None, os.urandom(case.payload_bytes),
+                 lambda: [check() for check in checks], messages=_messages(case, 2 * case.k))
+
+
+def ring(case: Case, sup: Supervisor) -> Setup:
+    """A token around k processes (the client and k-1 relays), one link per hop."""
+    transport = get_transport(case.transport)
+    links = [sup.open(transport, case.payload_bytes) for _ in range(case.k)]
+    for i in range(1, case.k):
+        sup.spawn(lambda i=i: _relay_body(links, i, case.working_set))
+    first, last = _ring_ends(sup, links)
+    send, _ = first.timed_ops()
+    _, recv = last.timed_ops()
+
+    def check() -> None:
+        request = os.urandom(case.payload_bytes)
+        first.send(request)
+        expect_same(last.recv(), request)
+
+    return Setup(send, recv, first.prepare(os.urandom(case.payload_bytes)), check,
+                 hops=case.k, messages=case.k)
+
+
+def _relay_body(links: list[Link], i: int, working_set: int) -> Callable[[], None]:
+    inbound, outbound = links[i - 1].server(), links[(i) % len(links)].client()
+    return lambda: relay(inbound, outbound, working_set)
+
+
+def _ring_ends(sup: Supervisor, links: list[Link]) -> tuple[Channel, Channel]:
+    first, last = links[0].client(), links[-1].server()
+    for link in links[1:-1]:
+        link.close()
+    sup.forget(links)
+    return sup.take(first), sup.take(last)
+
+
+def loopback(case: Case, sup: Supervisor) -> Setup:
+    """One process sends to itself and receives: one message, no switch (alpha)."""
+    link = sup.open(get_transport(case.transport), case.payload_bytes)
+    sender, receiver = link.loopback()
+    sup.forget([link])
+    sup.take(sender)
+    sup.take(receiver)
+    send, _ = sender.timed_ops()
+    _, receive = receiver.timed_ops()
+    recv = receive
+    if case.working_set:  # the same-process overhead of a ring hop that touches W bytes
+        touch = bytes(case.working_set).find
+
+        def recv() -> Buffer:
+            token = receive()
+            touch(1)
+            return token
+
+    def check() -> None:
+        request = os.urandom(case.payload_bytes)
+        sender.send(request)
+        expect_same(receiver.recv(), request)
+
+    return Setup(send, recv, sender.prepare(os.urandom(case.payload_bytes)), check, messages=1)
+
+
+def compute(case: Case, sup: Supervisor) -> Setup:
+    """The handler called in process, with an empty call timed beside it (C0)."""
+    handler = Workload(case.workload, case.iterations).handler()
+
+    def check() -> None:
+        request = os.urandom(case.payload_bytes)
+        expect_same(handler(request), request)
+
+    return Setup(handler, None, os.urandom(case.payload_bytes), check, messages=0, baseline=id)
+
+
+def _through(channel: Channel, case: Case, messages: int) -> Setup:
+    send, recv = channel.timed_ops()
+    return Setup(send, recv, channel.prepare(os.urandom(case.payload_bytes)),
+                 round_trip_check(channel, case.payload_bytes), messages=messages)
+
+
+BUILDERS: dict[str, Callable[[Case, Supervisor], Setup]] = {
+    "echo": echo,
+    "chain": chain,
+    "fanout": fanout,
+    "ring": ring,
+    "self": loopback,
+    "compute": compute,
+}
+
+
+def build(case: Case, sup: Supervisor) -> Setup:
+    return BUILDERS[case.topology](case, sup)
+
+
+def refuse(case: Case, transport: Transport) -> str | None:
+    """Why a topology cannot run over a transport, or None."""
+    if transport.in_process and case.topology in ("ring", "self"):
+        return f"an in-process call has no {case.topology}: nothing crosses a process"
+    if case.topology == "ring" and case.k < 2:
+        return "a ring needs at least two processes"
+    if case.topology == "compute" and not transport.in_process:
+        return "C0 is measured in process only"
+    return None
