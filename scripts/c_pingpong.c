@@ -2,7 +2,8 @@
  * the Python suite is held to. Prints one line of JSON:
  *   round_trip_ns: client -> server -> client over two pipes, both on one CPU
  *   self_ns:       one process writes and reads its own pipe (two messages, no switch)
- * Usage: c_pingpong CPU PAYLOAD_BYTES ITERATIONS
+ * Usage: c_pingpong CPU PAYLOAD_BYTES ITERATIONS [batch]
+ *   batch: run both processes under SCHED_BATCH, as ipcbench's chains do
  */
 #define _GNU_SOURCE
 #include <sched.h>
@@ -40,9 +41,13 @@ static int full_read(int fd, char *buf, size_t n) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 4) {
-        fprintf(stderr, "usage: %s CPU PAYLOAD_BYTES ITERATIONS\n", argv[0]);
+    if (argc != 4 && argc != 5) {
+        fprintf(stderr, "usage: %s CPU PAYLOAD_BYTES ITERATIONS [batch]\n", argv[0]);
         return 2;
+    }
+    if (argc == 5) {
+        struct sched_param none = {0};
+        if (sched_setscheduler(0, SCHED_BATCH, &none) != 0) { perror("SCHED_BATCH"); return 1; }
     }
     int cpu = atoi(argv[1]);
     size_t size = (size_t)atol(argv[2]);
