@@ -98,7 +98,7 @@ def independent(mine: pd.DataFrame, transport: str) -> dict[str, Estimate] | Non
         return None
     label = f"amplification/{transport}"
     alpha = median_draws(alpha_rows, label + "/alpha")
-    c0 = median_draws(c0_rows, label + "/C0")
+    c0 = median_draws(c0_rows, "amplification/C0")
     rt = median_draws(rt_rows, label + "/rt1")
     switches = float(rt_rows.ctx_switches_per_op.mean())
     messages = float(rt_rows.messages_per_op.mean())

@@ -21,7 +21,7 @@ from harness import __version__
 from harness.cleanup import cleanup, sweep
 from harness.errors import UsageError
 from harness.ipcnames import new_run_prefix, stage_record
-from harness.metadata import fingerprint, git_commit, pyperf_metadata
+from harness.metadata import fingerprint, git_commit, nominal_mhz, pyperf_metadata
 from harness.model import analyze, draw
 from harness.report import print_model, print_summary, write_report
 from harness.results import RunData
@@ -156,6 +156,7 @@ def run_metadata(suite: Suite, args: argparse.Namespace, prefix: str, started: s
         "git_commit": git_commit(),
         "ipc_prefix": prefix,
         "machine": fingerprint(),
+        "machine_extra": {"cpu_mhz_nominal": nominal_mhz()},
         "pyperf": pyperf_metadata(),
     }
 

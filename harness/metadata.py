@@ -57,6 +57,17 @@ def fingerprint() -> dict[str, Any]:
     return {"machine_id": digest, **print_}
 
 
+def nominal_mhz() -> float | None:
+    """The clock /proc/cpuinfo states; on a VM the nominal one, not what the core runs at."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("cpu MHz"):
+                return float(line.split(":", 1)[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
 def pyperf_metadata() -> dict[str, Any]:
     """pyperf's own system metadata (CPU config, frequency, load, ASLR...)."""
     probe = pyperf.Run([1.0], metadata={"name": "probe"}, collect_metadata=True)
