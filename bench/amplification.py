@@ -32,6 +32,7 @@ import pandas as pd
 from bench.ring import beta_by_processes
 from harness.experiment import COMMON_KEYS, Experiment, ExperimentParams, ModelRow, Plan, triage
 from harness.fit import FitError, ols
+from harness.plots import pyplot, save
 from harness.records import Case
 from harness.samples import Estimate, estimate, median_draws, select, worker_points
 
@@ -80,7 +81,8 @@ class Amplification(Experiment):
         table = predictions(samples)
         return {"chain_predictions": table} if not table.empty else {}
 
-    def plots(self, tables: dict[str, pd.DataFrame], folder: Path) -> list[Path]:
+    def plots(self, samples: pd.DataFrame, model: list[ModelRow],
+              tables: dict[str, pd.DataFrame], folder: Path) -> list[Path]:
         table = tables.get("chain_predictions")
         return plot(table, folder) if table is not None else []
 
@@ -148,6 +150,7 @@ def predictions(samples: pd.DataFrame) -> pd.DataFrame:
             continue
         alpha, c0, beta = found["alpha"][0], found["C0"][0], found["beta"][0]
         growth = ring_growth(beta_by_processes(samples, transport))
+        residual = seed_fit_residuals(rows)
         for k, at_k in rows.groupby("k"):
             measured = float(np.median(at_k.value))
             messages = float(at_k.messages_per_op.mean())
@@ -165,8 +168,20 @@ def predictions(samples: pd.DataFrame) -> pd.DataFrame:
                 "pred_seed_ns": seed, "err_seed": seed / measured - 1,
                 "pred_count_ns": count, "err_count": count / measured - 1,
                 "pred_extended_ns": extended, "err_extended": extended / measured - 1,
+                "seed_fit_residual_ns": residual.get(k, np.nan),
             })
     return pd.DataFrame(out)
+
+
+def seed_fit_residuals(rows: pd.DataFrame) -> pd.Series:
+    """Measured minus the least-squares line T = a + b k, per k: a straight line with a
+    high R^2 can still bend away at both ends, which these show."""
+    points = worker_points(rows, ["k"])
+    if points.k.nunique() < 3:
+        return pd.Series(dtype=float)
+    slope, intercept = np.polyfit(points.k, points.value, 1)
+    medians = rows.groupby("k").value.median()
+    return medians - (intercept + slope * medians.index.to_numpy(dtype=float))
 
 
 def ring_growth(series: pd.Series) -> Callable[[int], float]:
@@ -240,11 +255,7 @@ def _row(parameter: str, transport: str, value: Estimate, method: str) -> ModelR
 
 def plot(table: pd.DataFrame, folder: Path) -> list[Path]:
     """Measured and predicted chain latency over k per transport; T_mu/T_m over k."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     chains = table[table.topology == "chain"]
     if chains.empty:
         return []
@@ -260,10 +271,7 @@ def plot(table: pd.DataFrame, folder: Path) -> list[Path]:
         ax.set(title=transport, xlabel="servers in the chain (k)", ylabel="request time (us)")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
-    fig.tight_layout()
-    chain_png = folder / "chain.png"
-    fig.savefig(chain_png, dpi=110)
-    plt.close(fig)
+    chain_png = save(fig, folder / "chain.png")
 
     fig, ax = plt.subplots(figsize=(5, 3.6))
     for transport in transports:
@@ -273,11 +281,7 @@ def plot(table: pd.DataFrame, folder: Path) -> list[Path]:
     ax.set(xlabel="servers in the chain (k)", ylabel="T_mu / T_m", yscale="log")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    ratio_png = folder / "ratio_over_k.png"
-    fig.savefig(ratio_png, dpi=110)
-    plt.close(fig)
-    return [chain_png, ratio_png]
+    return [chain_png, save(fig, folder / "ratio_over_k.png")]
 
 
 EXPERIMENT = Amplification()

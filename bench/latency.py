@@ -5,9 +5,12 @@ The seed expects T_mu/T_m >= 1.3 for one system call's worth of IPC.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 
 from harness.experiment import Experiment, ExperimentParams, ModelRow, Plan, echo_plan
+from harness.plots import pyplot, save
 from harness.stats import ratio_of_medians
 
 BASELINE = "call"
@@ -43,6 +46,35 @@ class Latency(Experiment):
                     placement=placement, payload_bytes=int(payload),
                 ))
         return rows_out
+
+
+    def plots(self, samples: pd.DataFrame, model: list[ModelRow],
+              tables: dict[str, pd.DataFrame], folder: Path) -> list[Path]:
+        rows = samples[(samples.experiment == self.name) & (samples.metric == "round_trip")]
+        if rows.empty:
+            return []
+        plt = pyplot()
+        size = int(rows.payload_bytes.min())
+        rows = rows[rows.payload_bytes == size]
+        medians = rows.groupby(["transport", "placement"]).value.median().unstack()
+        fig, ax = plt.subplots(figsize=(7, 3.8))
+        (medians / 1000).plot.bar(ax=ax, logy=True, rot=0)
+        ax.set(ylabel="round trip (us, log)", xlabel="",
+               title=f"Round trip by transport and placement ({size} B)")
+        ax.grid(axis="y", alpha=0.3)
+        by_placement = save(fig, folder / "latency.png")
+
+        fig, ax = plt.subplots(figsize=(7, 3.8))
+        labels, data = [], []
+        for (transport, placement), case in rows.groupby(["transport", "placement"]):
+            labels.append(f"{transport}\n{placement}")
+            data.append(case.value.to_numpy() / 1000)
+        ax.boxplot(data, showfliers=True)
+        ax.set_xticks(range(1, len(labels) + 1), labels, fontsize=7)
+        ax.set(yscale="log", ylabel="per-batch round trip (us, log)",
+               title="Distribution of batch values (every worker)")
+        ax.grid(axis="y", alpha=0.3)
+        return [by_placement, save(fig, folder / "latency_distribution.png")]
 
 
 EXPERIMENT = Latency()

@@ -6,10 +6,13 @@ that a default pipe would chunk, and below it fixed costs dominate.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
 from harness.experiment import Experiment, ExperimentParams, ModelRow, Plan, echo_plan
+from harness.plots import pyplot, save
 
 SLOPE_RANGE = (64, 64 << 10)
 Z95 = 1.959964
@@ -41,6 +44,29 @@ class Payload(Experiment):
                 placement=placement,
             ))
         return out
+
+
+    def plots(self, samples: pd.DataFrame, model: list[ModelRow],
+              tables: dict[str, pd.DataFrame], folder: Path) -> list[Path]:
+        rows = samples[(samples.experiment == self.name) & (samples.metric == "round_trip")]
+        if rows.empty:
+            return []
+        plt = pyplot()
+        slopes = {(m.transport, m.placement): m.value for m in model
+                  if m.parameter == "copy_ns_per_byte"}
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for (transport, placement), case in rows.groupby(["transport", "placement"]):
+            medians = case.groupby("payload_bytes").value.median()
+            sizes = medians.index.to_numpy()
+            slope = slopes.get((transport, placement))
+            label = f"{transport} {placement}" + (f" ({slope:.3f} ns/B)" if slope else "")
+            ax.plot(np.maximum(sizes, 1), medians / 1000, "o-", ms=3, label=label)
+        ax.axvspan(*SLOPE_RANGE, color="grey", alpha=0.1, label="slope fitted here")
+        ax.set(xscale="log", yscale="log", xlabel="payload (bytes; 0 B drawn at 1)",
+               ylabel="round trip (us)", title="Payload sweep")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        return [save(fig, folder / "payload.png")]
 
 
 EXPERIMENT = Payload()

@@ -17,13 +17,22 @@ from typing import NoReturn
 
 from rich.console import Console
 
-from harness import __version__
+from harness import __version__, baseline
 from harness.cleanup import cleanup, sweep
+from harness.compare import compare, load_samples, machine_differences
+from harness.doctor import WARN, diagnose
 from harness.errors import UsageError
+from harness.export import export as export_runs
 from harness.ipcnames import new_run_prefix, stage_record
 from harness.metadata import fingerprint, git_commit, nominal_mhz, pyperf_metadata
 from harness.model import analyze, draw
-from harness.report import print_model, print_summary, write_report
+from harness.report import (
+    print_comparison,
+    print_findings,
+    print_model,
+    print_summary,
+    write_report,
+)
 from harness.results import RunData
 from harness.runner import Runner
 from harness.suite import Suite, load_suite
@@ -57,6 +66,32 @@ def build_parser() -> Parser:
     report = commands.add_parser("report", help="render a run folder's report again")
     report.add_argument("folder", type=Path)
     report.set_defaults(func=cmd_report)
+
+    comp = commands.add_parser(
+        "compare", help="compare two runs; exit 1 on a significant regression")
+    comp.add_argument("runs", type=Path, nargs="+", metavar="RUN",
+                      help="BASE NEW (run folders or pyperf.json files), or NEW with --baseline")
+    comp.add_argument("--baseline", action="store_true",
+                      help="compare NEW against this machine's saved baseline")
+    comp.add_argument("--threshold", type=float, default=5.0,
+                      help="smallest change that counts, in percent (default: 5)")
+    comp.add_argument("--force", action="store_true",
+                      help="compare runs from different machines")
+    comp.set_defaults(func=cmd_compare)
+
+    base = commands.add_parser("baseline", help="manage this machine's baseline")
+    base_commands = base.add_subparsers(dest="action", required=True, parser_class=Parser)
+    save = base_commands.add_parser("save", help="store a run as its machine's baseline")
+    save.add_argument("folder", type=Path)
+    save.set_defaults(func=cmd_baseline_save)
+
+    export = commands.add_parser("export", help="merge runs into one tidy CSV")
+    export.add_argument("runs", type=Path, nargs="+", metavar="RUN")
+    export.add_argument("--out", type=Path, required=True, help="the CSV file to write")
+    export.set_defaults(func=cmd_export)
+
+    doctor = commands.add_parser("doctor", help="check this machine for what makes numbers noisy")
+    doctor.set_defaults(func=cmd_doctor)
 
     clean = commands.add_parser(
         "cleanup", help="remove IPC objects and processes that crashed or killed runs left"
@@ -199,3 +234,42 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
     if not report:
         print("nothing to clean up")
     return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    if args.baseline:
+        if len(args.runs) != 1:
+            raise UsageError("compare --baseline takes one run: NEW")
+        base_path, new_path = baseline.find(args.runs[0]), args.runs[0]
+    elif len(args.runs) == 2:
+        base_path, new_path = args.runs
+    else:
+        raise UsageError("compare takes two runs, BASE NEW (or NEW with --baseline)")
+    if not 0 < args.threshold < 100:
+        raise UsageError("--threshold is a percentage between 0 and 100")
+    base, new = load_samples(base_path), load_samples(new_path)
+    differences = machine_differences(base, new)
+    if differences and not args.force:
+        raise UsageError("runs come from different machines (" + "; ".join(differences)
+                         + "); --force compares them anyway")
+    verdicts = compare(base, new, args.threshold / 100)
+    print_comparison(verdicts, base.label, new.label, summary_console())
+    return 1 if any(v.verdict == "slower" for v in verdicts) else 0
+
+
+def cmd_baseline_save(args: argparse.Namespace) -> int:
+    target = baseline.save(args.folder)
+    print(f"saved {args.folder} as the baseline of machine {target.name}: {target}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    rows = export_runs(args.runs, args.out)
+    print(f"wrote {rows} rows from {len(args.runs)} runs to {args.out}")
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    findings = diagnose()
+    print_findings(findings, summary_console())
+    return 1 if any(f.level == WARN for f in findings) else 0

@@ -132,8 +132,9 @@ class Experiment(ABC):
         """Named tables for the report and the run folder (``<name>.csv``)."""
         return {}
 
-    def plots(self, tables: dict[str, pd.DataFrame], folder: Path) -> list[Path]:
-        """PNG files written into ``folder`` from this run's tables."""
+    def plots(self, samples: pd.DataFrame, model: list[ModelRow],
+              tables: dict[str, pd.DataFrame], folder: Path) -> list[Path]:
+        """PNG files written into ``folder`` from this run's samples, model and tables."""
         return []
 
 

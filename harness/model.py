@@ -24,5 +24,6 @@ def analyze(run: RunData) -> None:
 def draw(run: RunData, folder: Path) -> None:
     """Write every experiment's plots into ``folder``; their names go into ``run.plots``."""
     run.plots = []
+    samples = run.samples_frame()
     for experiment in load_experiments().values():
-        run.plots += [p.name for p in experiment.plots(run.tables, folder)]
+        run.plots += [p.name for p in experiment.plots(samples, run.model, run.tables, folder)]

@@ -11,6 +11,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from harness.compare import Verdict
+from harness.doctor import Finding
 from harness.experiment import ModelRow
 from harness.results import RunData
 
@@ -131,7 +133,8 @@ def prediction_rows(run: RunData) -> Rows:
     if table is None or table.empty:
         return [], []
     header = ["transport", "topology", "k", "measured us", "T_m us", "T_mu/T_m", "messages",
-              "switches (seed 4k)", "seed us (err)", "counts us (err)", "extended us (err)"]
+              "switches (seed 4k)", "seed us (err)", "counts us (err)", "extended us (err)",
+              "line fit residual us"]
     body = []
     for r in table.sort_values(["transport", "topology", "k"]).itertuples():
         body.append([
@@ -142,6 +145,8 @@ def prediction_rows(run: RunData) -> Rows:
             f"{_us(r.pred_count_ns)} ({r.err_count:+.1%})",
             f"{_us(r.pred_extended_ns)} ({r.err_extended:+.1%})" if not math.isnan(
                 r.pred_extended_ns) else "-",
+            f"{r.seed_fit_residual_ns / 1000:+.3f}" if not math.isnan(r.seed_fit_residual_ns)
+            else "-",
         ])
     return header, body
 
@@ -242,3 +247,30 @@ def render_markdown(run: RunData) -> str:
 
 def write_report(run: RunData, folder: Path) -> None:
     (folder / "report.md").write_text(render_markdown(run))
+
+
+VERDICT_STYLE = {"slower": "bold red", "faster": "green", "same": "", "unknown": "yellow"}
+
+
+def print_comparison(verdicts: list[Verdict], base: str, new: str, console: Console) -> None:
+    table = Table(title=f"{new} against {base} (largest changes first)", title_justify="left")
+    for name in ("case", "base us", "new us", "change", "p (Holm)", "verdict", "why"):
+        table.add_column(name, justify="right" if name.endswith(("us", "change", ")")) else "left")
+    for v in verdicts:
+        table.add_row(v.case, _us(v.base_median), _us(v.new_median), f"{v.ratio - 1:+.1%}",
+                      "-" if math.isnan(v.p_adjusted) else f"{v.p_adjusted:.2g}",
+                      f"[{VERDICT_STYLE[v.verdict]}]{v.verdict}[/]" if VERDICT_STYLE[v.verdict]
+                      else v.verdict, v.reason)
+    console.print(table)
+    counts = {k: sum(v.verdict == k for v in verdicts) for k in VERDICT_STYLE}
+    console.print(", ".join(f"{n} {k}" for k, n in counts.items()))
+
+
+def print_findings(findings: list[Finding], console: Console) -> None:
+    table = Table(title="ipcbench doctor", title_justify="left")
+    for name in ("", "topic", "finding"):
+        table.add_column(name)
+    marks = {"ok": "[green]ok[/]", "note": "[cyan]note[/]", "attention": "[bold red]fix[/]"}
+    for f in findings:
+        table.add_row(marks[f.level], f.topic, f.text)
+    console.print(table)

@@ -85,13 +85,18 @@ class RunData:
                     [v * 1e-9 for v in worker.values],
                     warmups=[(worker.loops, v * 1e-9) for v in worker.warmups],
                     metadata={"name": result.case.name, "loops": worker.loops, "unit": "second",
-                              "description": f"{result.case.metric} per operation"},
+                              "description": f"{result.case.metric} per operation",
+                              **self._machine_tags()},
                     collect_metadata=False,
                 )
                 for worker in result.workers
             ]
             benchmarks.append(pyperf.Benchmark(runs))
         return pyperf.BenchmarkSuite(benchmarks) if benchmarks else None
+
+    def _machine_tags(self) -> dict[str, str]:
+        """The fingerprint as pyperf metadata, so ``compare`` can check pyperf.json too."""
+        return {f"ipcbench_{k}": str(v) for k, v in self.metadata.get("machine", {}).items()}
 
     def save(self, folder: Path) -> None:
         self.results_frame().to_csv(folder / "results.csv", index=False)

@@ -27,7 +27,7 @@ DESIGN_RESULT_COLUMNS = [
 ]
 RUN_FILES = ["results.csv", "samples.csv", "model.csv", "metadata.json", "pyperf.json",
              "report.md", "chain_predictions.csv", "ring_beta.csv", "chain.png",
-             "ratio_over_k.png"]
+             "ratio_over_k.png", "latency.png", "latency_distribution.png", "payload.png"]
 
 
 def leftovers(prefix: str = "ipcb-") -> list[str]:

@@ -1,0 +1,157 @@
+"""Comparing two runs: per case, is the new one slower, faster, the same, or unknown?
+
+Worker medians are the independent units (batches of one worker share its
+process layout and its spell of host noise). Each case gets a two-sided
+Mann-Whitney U test on them, and the p-values are Holm-corrected across all
+cases, because a default run compares ~150 cases and uncorrected tests would
+raise false alarms by chance. A case is slower or faster only when it is
+significant *and* the ratio of medians passes the practical threshold.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyperf
+from scipy.stats import mannwhitneyu
+
+from harness.errors import UsageError
+from harness.metadata import FINGERPRINT_KEYS
+
+FAMILY_ALPHA = 0.05
+MIN_WORKERS = 3
+CASE_KEYS = ["case"]
+
+
+@dataclass(frozen=True)
+class RunSamples:
+    """What a comparison needs from a run: worker values per case, and its machine."""
+
+    label: str
+    machine: dict[str, object]
+    values: dict[str, list[np.ndarray]]  # case name -> one array of values per worker
+
+
+def load_samples(path: Path) -> RunSamples:
+    """A run folder or a ``pyperf.json`` file; UsageError when it is neither."""
+    if path.is_dir():
+        return _from_folder(path)
+    if path.is_file():
+        return _from_pyperf(path)
+    raise UsageError(f"{path}: no such run folder or pyperf.json file")
+
+
+def _from_folder(folder: Path) -> RunSamples:
+    try:
+        machine = json.loads((folder / "metadata.json").read_text())["machine"]
+        samples = pd.read_csv(folder / "samples.csv")
+    except FileNotFoundError as exc:
+        raise UsageError(f"{folder}: not a run folder (missing {Path(exc.filename).name})"
+                         ) from None
+    except (ValueError, KeyError, OSError) as exc:
+        raise UsageError(f"{folder}: corrupt run files ({exc})") from None
+    needed = {"experiment", "transport", "placement", "payload_bytes", "k", "worker", "value"}
+    if not needed <= set(samples.columns):
+        raise UsageError(f"{folder}: samples.csv lacks {sorted(needed - set(samples.columns))}")
+    names = case_names(samples)
+    values: dict[str, list[np.ndarray]] = {}
+    for (name, _worker), rows in samples.assign(case=names).groupby(["case", "worker"]):
+        values.setdefault(name, []).append(rows.value.to_numpy(float))
+    return RunSamples(folder.name, machine, values)
+
+
+def case_names(samples: pd.DataFrame) -> pd.Series:
+    """The same names the run's pyperf.json uses (harness.records.Case.name)."""
+    from harness.records import Case
+
+    columns = [c for c in samples.columns if c in Case.__dataclass_fields__]
+    keys = samples[columns].drop_duplicates()
+    names = {tuple(row): Case.from_dict(dict(zip(columns, row, strict=True))).name
+             for row in keys.itertuples(index=False)}
+    return pd.Series([names[tuple(r)] for r in samples[columns].itertuples(index=False)],
+                     index=samples.index)
+
+
+def _from_pyperf(path: Path) -> RunSamples:
+    try:
+        suite = pyperf.BenchmarkSuite.load(str(path))
+    except Exception as exc:  # pyperf raises plain Exceptions of several kinds
+        raise UsageError(f"{path}: not a readable pyperf file ({exc})") from None
+    values = {}
+    machine: dict[str, object] = {}
+    for bench in suite.get_benchmarks():
+        runs = [np.array(run.values) * 1e9 for run in bench.get_runs() if run.values]
+        values[bench.get_name()] = runs
+        meta = bench.get_metadata()
+        machine = machine or {k: meta[f"ipcbench_{k}"] for k in ("machine_id", *FINGERPRINT_KEYS)
+                              if f"ipcbench_{k}" in meta}
+    return RunSamples(path.name, machine, values)
+
+
+def machine_differences(base: RunSamples, new: RunSamples) -> list[str]:
+    keys = [k for k in FINGERPRINT_KEYS if k in base.machine or k in new.machine]
+    # str(): pyperf metadata holds the fingerprint as text, metadata.json as numbers too
+    return [f"{k}: {base.machine.get(k)} vs {new.machine.get(k)}" for k in keys
+            if str(base.machine.get(k)) != str(new.machine.get(k))]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    case: str
+    base_median: float
+    new_median: float
+    ratio: float
+    p_value: float
+    p_adjusted: float
+    verdict: str  # slower | faster | same | unknown
+    reason: str
+
+
+def compare(base: RunSamples, new: RunSamples, threshold: float = 0.05) -> list[Verdict]:
+    common = sorted(set(base.values) & set(new.values))
+    if not common:
+        raise UsageError(f"{base.label} and {new.label} have no case in common")
+    tests = []
+    for name in common:
+        b, n = base.values[name], new.values[name]
+        b_med = np.array([np.median(w) for w in b])
+        n_med = np.array([np.median(w) for w in n])
+        ratio = float(np.median(np.concatenate(n)) / np.median(np.concatenate(b)))
+        enough = len(b_med) >= MIN_WORKERS and len(n_med) >= MIN_WORKERS
+        p = float(mannwhitneyu(n_med, b_med, alternative="two-sided").pvalue) if enough \
+            else math.nan
+        tests.append((name, float(np.median(np.concatenate(b))),
+                      float(np.median(np.concatenate(n))), ratio, p))
+    adjusted = holm([t[4] for t in tests])
+    return sorted(
+        (Verdict(*t, q, *_judge(t[3], q, threshold)) for t, q in zip(tests, adjusted, strict=True)),
+        key=lambda v: -abs(math.log(v.ratio)) if v.ratio > 0 else 0,
+    )
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (nan stays nan)."""
+    finite = sorted((p, i) for i, p in enumerate(p_values) if not math.isnan(p))
+    adjusted = [math.nan] * len(p_values)
+    running = 0.0
+    m = len(finite)
+    for rank, (p, i) in enumerate(finite):
+        running = max(running, min(1.0, (m - rank) * p))
+        adjusted[i] = running
+    return adjusted
+
+
+def _judge(ratio: float, p: float, threshold: float) -> tuple[str, str]:
+    if math.isnan(p):
+        return "unknown", f"fewer than {MIN_WORKERS} workers on a side"
+    beyond = abs(ratio - 1) > threshold
+    if p < FAMILY_ALPHA and beyond:
+        return ("slower" if ratio > 1 else "faster"), "significant and beyond the threshold"
+    if not beyond:
+        return "same", "within the threshold"
+    return "unknown", "beyond the threshold but not significant: too noisy to say"

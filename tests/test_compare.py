@@ -1,0 +1,169 @@
+"""compare, baseline, export and doctor on run folders built from known numbers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness.compare import holm
+from harness.ipcnames import SHM_DIR
+from harness.results import RunData
+
+from .helpers import ipcbench
+
+MACHINE = {"machine_id": "abc123def456", "cpu_model": "Test CPU", "cpu_count": 2,
+           "kernel": "6.0", "virtualization": "none", "python": "3.11.7"}
+CASES = [("latency", t, 64) for t in ("pipe", "mq", "shm", "uds")] + \
+        [("payload", t, s) for t in ("pipe", "shm") for s in (0, 1024, 16384)]
+
+
+def make_run(folder: Path, seed: int, slower: dict[str, float] | None = None,
+             machine: dict | None = None, workers: int = 8, noise: float = 0.01) -> Path:
+    """A run folder whose samples come from known distributions, with some cases scaled."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for experiment, transport, size in CASES:
+        center = 6000 + 0.3 * size + 1000 * CASES.index((experiment, transport, size))
+        center *= (slower or {}).get(transport, 1.0)
+        for worker in range(workers):
+            offset = rng.normal(0, noise)
+            for batch in range(3):
+                rows.append({"experiment": experiment, "transport": transport,
+                             "placement": "same-cpu", "payload_bytes": size, "k": 1,
+                             "metric": "round_trip", "topology": "echo", "working_set": 0,
+                             "sched_batch": False, "workload": "echo", "iterations": 0,
+                             "worker": worker, "batch": batch, "loops": 1000,
+                             "value": center * (1 + offset + rng.normal(0, noise / 3)),
+                             "ctx_switches_per_op": 2.0, "cpu_ns_per_op": center,
+                             "ctx_voluntary_per_op": 1.0, "ctx_involuntary_per_op": 1.0,
+                             "system_ctxt_per_op": 2.0, "messages_per_op": 2.0})
+    folder.mkdir(parents=True)
+    samples = pd.DataFrame(rows)
+    samples.to_csv(folder / "samples.csv", index=False)
+    (folder / "metadata.json").write_text(json.dumps({"machine": machine or MACHINE}))
+    results = samples.groupby(["experiment", "transport", "placement", "payload_bytes", "k",
+                               "metric", "topology", "working_set", "sched_batch", "workload",
+                               "iterations"]).value.median().reset_index(name="median")
+    results["status"], results["note"] = "ok", ""
+    results.to_csv(folder / "results.csv", index=False)
+    return folder
+
+
+def test_holm_adjusts_in_order():
+    assert holm([0.01, 0.04, 0.03, float("nan")])[:3] == pytest.approx([0.03, 0.06, 0.06])
+
+
+def test_same_code_compares_quietly(tmp_path):
+    base, new = make_run(tmp_path / "a", 1), make_run(tmp_path / "b", 2)
+    done = ipcbench("compare", str(base), str(new))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "0 slower" in done.stdout
+
+
+@pytest.mark.parametrize("factor", [1.25, 1.10])
+def test_slower_pipe_fails_and_is_named(tmp_path, factor):
+    base = make_run(tmp_path / "a", 1)
+    new = make_run(tmp_path / "b", 2, slower={"pipe": factor})
+    done = ipcbench("compare", str(base), str(new))
+    assert done.returncode == 1
+    slower = [line for line in done.stdout.splitlines() if "slower" in line and "/" in line]
+    assert len(slower) == 4 and all("/pipe/" in line for line in slower)
+
+
+def test_faster_is_not_a_failure(tmp_path):
+    base = make_run(tmp_path / "a", 1)
+    new = make_run(tmp_path / "b", 2, slower={"shm": 0.8})
+    done = ipcbench("compare", str(base), str(new))
+    assert done.returncode == 0 and "4 faster" in done.stdout
+
+
+def test_too_few_workers_is_unknown(tmp_path):
+    base = make_run(tmp_path / "a", 1, workers=2)
+    new = make_run(tmp_path / "b", 2, workers=2, slower={"pipe": 1.5})
+    done = ipcbench("compare", str(base), str(new))
+    assert done.returncode == 0 and "unknown" in done.stdout
+
+
+def test_pyperf_files_compare_too(tmp_path):
+    base = make_run(tmp_path / "a", 1)
+    new = make_run(tmp_path / "b", 2, slower={"pipe": 1.25})
+    for run in (base, new):
+        RunData.load(run).save(run)
+    done = ipcbench("compare", str(base / "pyperf.json"), str(new / "pyperf.json"))
+    assert done.returncode == 1 and "/pipe/" in done.stdout
+
+
+def test_different_machines_need_force(tmp_path):
+    other = {**MACHINE, "machine_id": "0123456789ab", "kernel": "6.18"}
+    base, new = make_run(tmp_path / "a", 1), make_run(tmp_path / "b", 2, machine=other)
+    done = ipcbench("compare", str(base), str(new))
+    assert done.returncode == 2 and "kernel: 6.0 vs 6.18" in done.stderr
+    assert done.stderr.count("\n") == 1
+    assert ipcbench("compare", "--force", str(base), str(new)).returncode == 0
+
+
+@pytest.mark.parametrize("damage", ["missing", "corrupt", "no-samples"])
+def test_bad_inputs_exit_2(tmp_path, damage):
+    base = make_run(tmp_path / "a", 1)
+    new = tmp_path / "b"
+    if damage != "missing":
+        new = make_run(new, 2)
+        if damage == "corrupt":
+            (new / "metadata.json").write_text("{not json")
+        else:
+            (new / "samples.csv").unlink()
+    done = ipcbench("compare", str(base), str(new))
+    assert done.returncode == 2 and done.stderr.startswith("ipcbench: error:")
+
+
+def test_baseline_save_and_compare_against_it(tmp_path):
+    run = make_run(tmp_path / "run", 1)
+    done = ipcbench("baseline", "save", str(run), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    saved = tmp_path / "results" / "baselines" / MACHINE["machine_id"]
+    assert (saved / "samples.csv").is_file()
+    new = make_run(tmp_path / "new", 2, slower={"mq": 1.3})
+    done = ipcbench("compare", "--baseline", str(new), cwd=tmp_path)
+    assert done.returncode == 1 and "/mq/" in done.stdout
+
+
+def test_compare_baseline_without_one(tmp_path):
+    new = make_run(tmp_path / "new", 2)
+    done = ipcbench("compare", "--baseline", str(new), cwd=tmp_path)
+    assert done.returncode == 2 and "no baseline for machine" in done.stderr
+
+
+def test_export_merges_runs(tmp_path):
+    a, b = make_run(tmp_path / "a", 1), make_run(tmp_path / "b", 2)
+    out = tmp_path / "all.csv"
+    done = ipcbench("export", str(a), str(b), "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    table = pd.read_csv(out)
+    assert list(table.columns[:3]) == ["run_id", "started", "machine_id"]
+    assert len(table) == 2 * len(CASES)
+    assert set(table.run_id) == {"a", "b"} and set(table.machine_id) == {MACHINE["machine_id"]}
+
+
+def test_export_to_an_unwritable_place(tmp_path):
+    a = make_run(tmp_path / "a", 1)
+    done = ipcbench("export", str(a), "--out", "/proc/ipcbench.csv")
+    assert done.returncode == 2 and "cannot write there" in done.stderr
+
+
+def test_doctor_flags_leftovers(tmp_path):
+    child = subprocess.Popen(["true"])
+    child.wait()  # its pid now belongs to no one: the run that made the object is gone
+    leftover = SHM_DIR / f"ipcb-{child.pid}-beef00-0-0-shm"
+    leftover.write_bytes(b"x")
+    try:
+        done = ipcbench("doctor")
+        assert done.returncode == 1
+        assert "leftovers" in done.stdout and "ipcbench cleanup" in done.stdout
+        assert "message queues" in done.stdout
+    finally:
+        leftover.unlink(missing_ok=True)
