@@ -17,7 +17,7 @@ from typing import NoReturn
 
 from rich.console import Console
 
-from harness import __version__, baseline
+from harness import __version__, baseline, history
 from harness.cleanup import cleanup, sweep
 from harness.compare import compare, load_samples, machine_differences
 from harness.doctor import WARN, diagnose
@@ -29,6 +29,7 @@ from harness.model import analyze, draw
 from harness.report import (
     print_comparison,
     print_findings,
+    print_history,
     print_model,
     print_summary,
     write_report,
@@ -57,7 +58,20 @@ def build_parser() -> Parser:
     run.add_argument("--out", type=Path,
                      help="run folder to create (default: results/<time>-<suite>)")
     run.add_argument("--only", help="comma-separated experiments of the suite to run")
+    run.add_argument("--history", type=Path, default=history.DEFAULT_PATH,
+                     help=f"SQLite file the run is appended to (default: {history.DEFAULT_PATH})")
+    run.add_argument("--no-history", action="store_true", help="do not append to the history")
     run.set_defaults(func=cmd_run)
+
+    trend = commands.add_parser("history", help="trend per case over the stored runs, "
+                                "with change points")
+    trend.add_argument("--history", type=Path, default=history.DEFAULT_PATH)
+    trend.add_argument("--machine", help="machine id (default: this machine's)")
+    trend.add_argument("--threshold", type=float, default=5.0,
+                       help="smallest change that counts, in percent (default: 5)")
+    trend.add_argument("--plots", type=Path, default=Path("results") / "history-plots",
+                       help="folder for a PNG per flagged series")
+    trend.set_defaults(func=cmd_history)
 
     fit = commands.add_parser("fit", help="refit model.csv and the report from saved samples")
     fit.add_argument("folder", type=Path)
@@ -173,6 +187,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         run.save(stage)
         draw(run, stage)
         write_report(run, stage)
+    if not args.no_history:
+        history.append(args.history, out.name, run.metadata, run.results_frame(),
+                       [c.case.name for c in run.cases], out)
     print_summary(run, summary_console())
     failed = [c for c in run.cases if c.status == "error"]
     console.print(f"ipcbench: wrote {out}" + (f" ({len(failed)} cases failed)" if failed else ""))
@@ -273,3 +290,16 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     findings = diagnose()
     print_findings(findings, summary_console())
     return 1 if any(f.level == WARN for f in findings) else 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    machine = args.machine or fingerprint()["machine_id"]
+    table = history.series(args.history, machine)
+    if table.empty:
+        raise UsageError(f"history {args.history}: no runs of machine {machine}")
+    points = history.detect(table, args.threshold / 100)
+    plots = [history.plot_series(table, p, args.plots) for p in points]
+    print_history(table, points, summary_console())
+    for path in plots:
+        print(f"plot: {path}")
+    return 0

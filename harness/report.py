@@ -5,15 +5,19 @@ Both render the same tables, built once here as plain rows.
 
 from __future__ import annotations
 
+import base64
+import html
 import math
 from pathlib import Path
 
+import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
 from harness.compare import Verdict
 from harness.doctor import Finding
 from harness.experiment import ModelRow
+from harness.history import ChangePoint
 from harness.results import RunData
 
 CROSS_CPU_NOTE = (
@@ -207,6 +211,19 @@ def _markdown(header: list[str], body: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def sections(run: RunData) -> list[tuple[str, Rows]]:
+    """The report's tables, in order; markdown and HTML render the same ones."""
+    return [
+        ("Latency and T_mu/T_m", latency_rows(run)),
+        ("Payload sweep", payload_rows(run)),
+        ("Cost model", parameter_rows(run)),
+        ("Chain and fan-out: predicted against measured", prediction_rows(run)),
+        ("Ring: beta over processes and working set", ring_rows(run)),
+        ("All model parameters", model_rows(run)),
+        ("Cases not run", not_run_rows(run)),
+    ]
+
+
 def render_markdown(run: RunData) -> str:
     meta = run.metadata
     machine = meta.get("machine", {})
@@ -226,15 +243,7 @@ def render_markdown(run: RunData) -> str:
         "time. " + CROSS_CPU_NOTE,
     ]
     mhz = meta.get("machine_extra", {}).get("cpu_mhz_nominal")
-    for title, (header, body) in [
-        ("Latency and T_mu/T_m", latency_rows(run)),
-        ("Payload sweep", payload_rows(run)),
-        ("Cost model", parameter_rows(run)),
-        ("Chain and fan-out: predicted against measured", prediction_rows(run)),
-        ("Ring: beta over processes and working set", ring_rows(run)),
-        ("All model parameters", model_rows(run)),
-        ("Cases not run", not_run_rows(run)),
-    ]:
+    for title, (header, body) in sections(run):
         if body:
             parts += ["", f"## {title}", "", _markdown(header, body)]
             if title == "Cost model":
@@ -245,8 +254,56 @@ def render_markdown(run: RunData) -> str:
     return "\n".join(parts) + "\n"
 
 
+HTML_STYLE = """
+body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1200px;
+       color: #222; padding: 0 1em; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 12px; }
+th, td { border: 1px solid #ccc; padding: 3px 7px; text-align: right; }
+th { background: #f2f2f2; } td:first-child, th:first-child { text-align: left; }
+img { max-width: 100%; border: 1px solid #eee; margin: 0.5em 0; }
+.note { color: #555; max-width: 60em; }
+"""
+
+
+def _html_table(header: list[str], body: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+                   for row in body)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+
+
+def render_html(run: RunData, folder: Path) -> str:
+    """One file that opens offline: tables inline, plots as data URIs."""
+    meta = run.metadata
+    title = f"ipcbench run: {meta.get('suite', '?')}"
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
+             f"</title><style>{HTML_STYLE}</style></head><body><h1>{html.escape(title)}</h1>",
+             f"<p>Started {html.escape(str(meta.get('started', '?')))}, finished "
+             f"{html.escape(str(meta.get('finished', '?')))}; code "
+             f"{html.escape(str(meta.get('git_commit') or 'unknown'))}.</p>",
+             "<h2>Machine</h2>",
+             _html_table(["key", "value"],
+                         [[k, str(v)] for k, v in meta.get("machine", {}).items()]),
+             f"<p class='note'>{html.escape(CROSS_CPU_NOTE)}</p>"]
+    for name, (header, body) in sections(run):
+        if body:
+            parts += [f"<h2>{html.escape(name)}</h2>", _html_table(header, body)]
+            if name == "Cost model":
+                parts.append(f"<p class='note'>{html.escape(MODEL_NOTE)}</p>")
+    if run.plots:
+        parts.append("<h2>Plots</h2>")
+    for name in run.plots:
+        data = base64.b64encode((folder / name).read_bytes()).decode()
+        parts.append(f"<figure><img alt='{html.escape(name)}' "
+                     f"src='data:image/png;base64,{data}'><figcaption>{html.escape(name)}"
+                     "</figcaption></figure>")
+    return "\n".join(parts) + "\n</body></html>\n"
+
+
 def write_report(run: RunData, folder: Path) -> None:
+    """``report.md`` (plots linked) and ``report.html`` (plots inlined)."""
     (folder / "report.md").write_text(render_markdown(run))
+    (folder / "report.html").write_text(render_html(run, folder))
 
 
 VERDICT_STYLE = {"slower": "bold red", "faster": "green", "same": "", "unknown": "yellow"}
@@ -274,3 +331,20 @@ def print_findings(findings: list[Finding], console: Console) -> None:
     for f in findings:
         table.add_row(marks[f.level], f.topic, f.text)
     console.print(table)
+
+
+def print_history(table: pd.DataFrame, points: list[ChangePoint], console: Console) -> None:
+    flagged: dict[str, list[ChangePoint]] = {}
+    for point in points:
+        flagged.setdefault(point.name, []).append(point)
+    out = Table(title=f"History: {table.run_id.nunique()} runs, {len(points)} change points",
+                title_justify="left")
+    for name in ("case", "runs", "first us", "last us", "trend", "change points"):
+        out.add_column(name, justify="left" if name in ("case", "change points") else "right")
+    for name, rows in table.groupby("name", sort=True):
+        first, last = rows["median"].iloc[0], rows["median"].iloc[-1]
+        marks = "; ".join(f"{p.run_id}: {p.after / p.before - 1:+.1%} (z {p.z:+.1f})"
+                          for p in flagged.get(name, []))
+        out.add_row(name, str(len(rows)), _us(first), _us(last), f"{last / first - 1:+.1%}",
+                    f"[bold red]{marks}[/]" if marks else "")
+    console.print(out)

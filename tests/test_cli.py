@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,7 +27,7 @@ DESIGN_RESULT_COLUMNS = [
     "ctx_switches_per_op", "cpu_ns_per_op",
 ]
 RUN_FILES = ["results.csv", "samples.csv", "model.csv", "metadata.json", "pyperf.json",
-             "report.md", "chain_predictions.csv", "ring_beta.csv", "chain.png",
+             "report.md", "report.html", "chain_predictions.csv", "ring_beta.csv", "chain.png",
              "ratio_over_k.png", "latency.png", "latency_distribution.png", "payload.png"]
 
 
@@ -39,7 +40,8 @@ def tiny_run(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("run")
     suite = write_suite(folder)
     out = folder / "out"
-    done = ipcbench("run", "--suite", str(suite), "--out", str(out))
+    done = ipcbench("run", "--suite", str(suite), "--out", str(out),
+                    "--history", str(folder / "history.sqlite"))
     assert done.returncode == 0, done.stderr
     return out
 
@@ -276,3 +278,43 @@ def test_fit_refuses_samples_without_a_model(tmp_path, tiny_run):
     samples[samples.experiment == "nothing"].to_csv(folder / "samples.csv", index=False)
     done = ipcbench("fit", str(folder))
     assert done.returncode == 2 and "no measured samples" in done.stderr
+
+
+def test_run_is_appended_to_the_history(tiny_run):
+    from harness import history
+
+    table = history.series(tiny_run.parent / "history.sqlite")
+    assert set(table.run_id) == {tiny_run.name}
+    assert "latency/pipe/same-cpu/64B/k1" in set(table.name)
+
+
+def test_html_report_is_self_contained(tiny_run):
+    page = (tiny_run / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == len(list(tiny_run.glob("*.png"))) == 5
+    assert "src='http" not in page and "<link" not in page
+    assert "T_mu/T_m" in page and "machine_id" in page
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium installed (apt-get install chromium)")
+def test_html_report_renders_in_a_headless_browser(tiny_run, tmp_path):
+    shot = tmp_path / "page.png"
+    done = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+         "--no-first-run", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
+         "--window-size=1280,4000", f"--screenshot={shot}", (tiny_run / "report.html").as_uri()],
+        capture_output=True, text=True, timeout=120)
+    assert shot.is_file(), done.stderr
+    dom = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+         "--disable-background-networking", f"--user-data-dir={tmp_path / 'profile2'}",
+         "--dump-dom", (tiny_run / "report.html").as_uri()],
+        capture_output=True, text=True, timeout=120).stdout
+    assert dom.count("<img") == 5 and "Cost model" in dom
+    from PIL import Image  # matplotlib depends on Pillow
+
+    image = Image.open(shot).convert("L")
+    assert len(set(image.getdata())) > 20, "the page rendered blank"

@@ -1,0 +1,149 @@
+"""Run history in SQLite, and change points in each case's series.
+
+Every run appends its per-case statistics. ``ipcbench history`` shows the
+trend of each case over the runs of one machine and flags change points
+with a robust z-score over a lookback window: a run whose median lies more
+than ``Z_LIMIT`` median absolute deviations from the median of the runs
+before it (at least ``MIN_LOOKBACK`` of them), and more than the practical
+threshold away in ratio. The MAD, not the standard deviation, keeps one
+earlier outlier from hiding the next shift (Iglewicz and Hoaglin's modified
+z-score, applied to a moving window as in change-point monitoring).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from harness.errors import UsageError
+
+DEFAULT_PATH = Path("results") / "history.sqlite"
+LOOKBACK = 10
+MIN_LOOKBACK = 4
+Z_LIMIT = 3.5  # Iglewicz and Hoaglin's cut-off for the modified z-score
+MAD_TO_SIGMA = 0.6745
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY, started TEXT, finished TEXT, git_commit TEXT,
+    machine_id TEXT, suite TEXT, folder TEXT
+);
+CREATE TABLE IF NOT EXISTS cases (
+    run_id TEXT REFERENCES runs(run_id), name TEXT, experiment TEXT, transport TEXT,
+    placement TEXT, payload_bytes INTEGER, k INTEGER, metric TEXT, unit TEXT, n INTEGER,
+    median REAL, mean REAL, stdev REAL, p5 REAL, p95 REAL, p99 REAL, ci_low REAL,
+    ci_high REAL, ctx_switches_per_op REAL, cpu_ns_per_op REAL,
+    PRIMARY KEY (run_id, name)
+);
+"""
+STAT_COLUMNS = ["experiment", "transport", "placement", "payload_bytes", "k", "metric", "unit",
+                "n", "median", "mean", "stdev", "p5", "p95", "p99", "ci_low", "ci_high",
+                "ctx_switches_per_op", "cpu_ns_per_op"]
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(path)
+        db.executescript(SCHEMA)
+    except (OSError, sqlite3.Error) as exc:
+        raise UsageError(f"history {path}: cannot open ({exc})") from None
+    return db
+
+
+def append(path: Path, run_id: str, metadata: dict, results: pd.DataFrame, names: list[str],
+           folder: Path) -> None:
+    """Store one run's measured cases (``names`` are their case names, row for row)."""
+    measured = results.assign(name=names)[results.status == "ok"]
+    with connect(path) as db:
+        db.execute("INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?)", (
+            run_id, metadata.get("started"), metadata.get("finished"),
+            metadata.get("git_commit"), metadata.get("machine", {}).get("machine_id"),
+            metadata.get("suite"), str(folder)))
+        rows = measured[["name", *STAT_COLUMNS]].itertuples(index=False)
+        db.executemany(
+            f"INSERT OR REPLACE INTO cases VALUES (?, {', '.join('?' * (len(STAT_COLUMNS) + 1))})",
+            [(run_id, *[_plain(v) for v in row]) for row in rows])
+
+
+def _plain(value: object) -> object:
+    """numpy scalars as Python ones; NaN as NULL."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    return None if isinstance(value, float) and np.isnan(value) else value
+
+
+def series(path: Path, machine: str | None = None) -> pd.DataFrame:
+    """One row per run and case, oldest first."""
+    if not path.is_file():
+        raise UsageError(f"history {path}: no such database (runs append to it as they finish)")
+    query = ("SELECT r.run_id, r.started, r.git_commit, r.machine_id, c.name, c.median "
+             "FROM cases c JOIN runs r USING (run_id)")
+    with connect(path) as db:
+        table = pd.read_sql_query(query, db)
+    if machine:
+        table = table[table.machine_id == machine]
+    return table.sort_values(["started", "run_id"]).reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class ChangePoint:
+    name: str
+    run_id: str
+    before: float  # median of the lookback window
+    after: float
+    z: float
+
+
+def change_points(values: np.ndarray, threshold: float = 0.05) -> list[tuple[int, float]]:
+    """Indices where a value departs from its lookback window, with their robust z.
+
+    After a change the window restarts there, as sequential detectors do: the
+    new level is judged against itself, so a step is flagged once, at its start.
+    """
+    found = []
+    start = 0
+    for i in range(MIN_LOOKBACK, len(values)):
+        window = values[max(start, i - LOOKBACK) : i]
+        if len(window) < MIN_LOOKBACK:
+            continue
+        center = float(np.median(window))
+        mad = float(np.median(np.abs(window - center)))
+        # a floor on the spread: identical past values must not make any change infinite
+        spread = max(mad, center * threshold / 10) / MAD_TO_SIGMA
+        z = (values[i] - center) / spread
+        if abs(z) > Z_LIMIT and abs(values[i] / center - 1) > threshold:
+            found.append((i, float(z)))
+            start = i
+    return found
+
+
+def detect(table: pd.DataFrame, threshold: float = 0.05) -> list[ChangePoint]:
+    points = []
+    for name, rows in table.groupby("name", sort=True):
+        values = rows["median"].to_numpy(float)
+        for i, z in change_points(values, threshold):
+            before = float(np.median(values[max(0, i - LOOKBACK) : i]))
+            points.append(ChangePoint(name, rows.run_id.iloc[i], before, float(values[i]), z))
+    return points
+
+
+def plot_series(table: pd.DataFrame, point: ChangePoint, folder: Path) -> Path:
+    from harness.plots import pyplot, save
+
+    plt = pyplot()
+    rows = table[table.name == point.name].reset_index(drop=True)
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.plot(rows.index, rows["median"] / 1000, "o-", ms=3)
+    flagged = rows.index[rows.run_id == point.run_id]
+    ax.plot(flagged, rows.loc[flagged, "median"] / 1000, "ro", ms=8, label="change point")
+    ax.set(title=point.name, xlabel="run (oldest first)", ylabel="median (us)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    folder.mkdir(parents=True, exist_ok=True)
+    safe = point.name.replace("/", "_")
+    return save(fig, folder / f"{safe}.png")
