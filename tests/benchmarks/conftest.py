@@ -28,9 +28,19 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
 
 
 @pytest.fixture(scope="module", params=CASES, ids=lambda c: f"{c[0]}-{c[1]}")
-def channel(request: pytest.FixtureRequest) -> Iterator[Channel]:
+def case(request: pytest.FixtureRequest) -> tuple[str, str]:
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def transport(case: tuple[str, str]) -> str:
+    return case[0]
+
+
+@pytest.fixture(scope="module")
+def channel(case: tuple[str, str]) -> Iterator[Channel]:
     """One server per transport for the whole module, the client pinned as the suite pins it."""
-    name, placement = request.param
+    name, placement = case
     if placement == "cross-cpu" and len(os.sched_getaffinity(0)) < 2:
         pytest.skip("cross-cpu needs two CPUs")
     affinity = os.sched_getaffinity(0)
