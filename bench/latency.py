@@ -11,6 +11,7 @@ import pandas as pd
 
 from harness.experiment import Experiment, ExperimentParams, ModelRow, Plan, echo_plan
 from harness.plots import pyplot, save
+from harness.samples import select
 from harness.stats import ratio_of_medians
 
 BASELINE = "call"
@@ -26,7 +27,7 @@ class Latency(Experiment):
         return echo_plan(self.name, params)
 
     def model(self, samples: pd.DataFrame) -> list[ModelRow]:
-        rows = samples[(samples.experiment == self.name) & (samples.metric == "round_trip")]
+        rows = select(samples, experiment=self.name, metric="round_trip")
         rows_out = []
         for payload, at_size in rows.groupby("payload_bytes"):
             base = at_size[at_size.transport == BASELINE]
@@ -47,10 +48,9 @@ class Latency(Experiment):
                 ))
         return rows_out
 
-
     def plots(self, samples: pd.DataFrame, model: list[ModelRow],
               tables: dict[str, pd.DataFrame], folder: Path) -> list[Path]:
-        rows = samples[(samples.experiment == self.name) & (samples.metric == "round_trip")]
+        rows = select(samples, experiment=self.name, metric="round_trip")
         if rows.empty:
             return []
         plt = pyplot()

@@ -13,6 +13,7 @@ import pandas as pd
 
 from harness.experiment import Experiment, ExperimentParams, ModelRow, Plan, echo_plan
 from harness.plots import pyplot, save
+from harness.samples import select
 
 SLOPE_RANGE = (64, 64 << 10)
 Z95 = 1.959964
@@ -26,7 +27,7 @@ class Payload(Experiment):
         return echo_plan(self.name, params)
 
     def model(self, samples: pd.DataFrame) -> list[ModelRow]:
-        rows = samples[(samples.experiment == self.name) & (samples.metric == "round_trip")]
+        rows = select(samples, experiment=self.name, metric="round_trip")
         low, high = SLOPE_RANGE
         rows = rows[rows.payload_bytes.between(low, high)]
         out = []
@@ -45,10 +46,9 @@ class Payload(Experiment):
             ))
         return out
 
-
     def plots(self, samples: pd.DataFrame, model: list[ModelRow],
               tables: dict[str, pd.DataFrame], folder: Path) -> list[Path]:
-        rows = samples[(samples.experiment == self.name) & (samples.metric == "round_trip")]
+        rows = select(samples, experiment=self.name, metric="round_trip")
         if rows.empty:
             return []
         plt = pyplot()
