@@ -118,12 +118,19 @@ def check_open_files() -> Finding:
 
 
 def pyperf_system() -> list[Finding]:
-    """pyperf's own view, where it can read the system (ASLR, frequency, IRQ affinity)."""
-    done = subprocess.run([sys.executable, "-m", "pyperf", "system", "show"],
-                          capture_output=True, text=True, check=False, timeout=60)
-    advice = [line.strip() for line in done.stdout.splitlines()
-              if line.startswith(("WARNING", "ERROR")) or "Advices" in line]
-    return [Finding(NOTE, "pyperf system show", line) for line in advice[:8]]
+    """pyperf's own advice (``pyperf system show``: ASLR, IRQ affinity, perf events...)."""
+    try:
+        done = subprocess.run([sys.executable, "-m", "pyperf", "system", "show"],
+                              capture_output=True, text=True, check=False, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return [Finding(NOTE, "pyperf system show", f"could not run: {exc}")]
+    section, found = "", []
+    for line in done.stdout.splitlines():
+        if line.strip() in ("Advices", "Warnings", "Errors"):
+            section = line.strip()
+        elif section and line.strip() and not line.startswith(("=", "Run ")):
+            found.append(Finding(NOTE, f"pyperf: {section.lower().rstrip('s')}", line.strip()))
+    return found
 
 
 CHECKS = (check_virtualization, check_governor, check_isolation, check_load, check_mq,
