@@ -140,11 +140,12 @@ def predictions(samples: pd.DataFrame) -> pd.DataFrame:
     """Measured and predicted request time per transport, topology and k."""
     mine = select(samples, experiment="amplification", placement=PLACEMENT)
     out = []
-    baseline = select(mine, transport=BASELINE, topology="chain").groupby("k").value.median()
     for (transport, topology), rows in mine[mine.topology.isin(["chain", "fanout"])].groupby(
             ["transport", "topology"]):
         if transport == BASELINE:
             continue
+        # T_m: the same shape in process (nested calls, or k calls in turn)
+        baseline = select(mine, transport=BASELINE, topology=topology).groupby("k").value.median()
         found = independent(mine, transport)
         if found is None:
             continue

@@ -12,11 +12,11 @@ import numpy as np
 import pandas as pd
 
 from harness.experiment import Experiment, ExperimentParams, ModelRow, Plan, echo_plan
+from harness.fit import ols
 from harness.plots import pyplot, save
 from harness.samples import select
 
 SLOPE_RANGE = (64, 64 << 10)
-Z95 = 1.959964
 
 
 class Payload(Experiment):
@@ -36,12 +36,13 @@ class Payload(Experiment):
             points = case.groupby(["payload_bytes", "worker"]).value.median().reset_index()
             if points.payload_bytes.nunique() < 3:
                 continue
-            (slope, _), cov = np.polyfit(points.payload_bytes, points.value, 1, cov=True)
-            half = Z95 * float(np.sqrt(cov[0, 0]))
+            sizes = points.payload_bytes.to_numpy(float)
+            fit = ols(np.column_stack([np.ones_like(sizes), sizes]), points.value,
+                      ("fixed", "per_byte"), sizes, f"copy/{transport}/{placement}")
+            slope, ci_low, ci_high = fit["per_byte"]
             out.append(ModelRow(
-                "copy_ns_per_byte", transport, float(slope), "ns/byte",
-                float(slope) - half, float(slope) + half,
-                f"OLS slope of worker medians over {low}-{high} B",
+                "copy_ns_per_byte", transport, slope, "ns/byte", ci_low, ci_high,
+                f"OLS slope of worker medians over {low}-{high} B, cluster bootstrap",
                 placement=placement,
             ))
         return out

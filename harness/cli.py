@@ -183,17 +183,26 @@ def cmd_run(args: argparse.Namespace) -> int:
             runner.abort()
             cleanup(prefix, include_live_runs=True)
         run = RunData(run_metadata(suite, args, prefix, started), measured + plan.skipped)
-        analyze(run)
-        run.save(stage)
-        draw(run, stage)
-        write_report(run, stage)
+        run.save(stage)  # the measurements first: nothing after this may lose them
+        try:
+            analyze(run)
+            run.save_model(stage)
+            draw(run, stage)
+            write_report(run, stage)
+        except Exception as exc:  # a bug in a fit must not cost the user a run
+            analysis_error = f"{type(exc).__name__}: {exc}"
+        else:
+            analysis_error = ""
     if not args.no_history:
         history.append(args.history, out.name, run.metadata, run.results_frame(),
                        [c.case.name for c in run.cases], out)
     print_summary(run, summary_console())
     failed = [c for c in run.cases if c.status == "error"]
     console.print(f"ipcbench: wrote {out}" + (f" ({len(failed)} cases failed)" if failed else ""))
-    return 1 if failed else 0
+    if analysis_error:
+        console.print(f"ipcbench: the analysis failed ({analysis_error}); the samples are in "
+                      f"{out}: `ipcbench fit {out}` retries it")
+    return 1 if failed or analysis_error else 0
 
 
 def run_metadata(suite: Suite, args: argparse.Namespace, prefix: str, started: str) -> dict:
@@ -271,7 +280,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
                          + "); --force compares them anyway")
     verdicts = compare(base, new, args.threshold / 100)
     print_comparison(verdicts, base.label, new.label, summary_console())
-    return 1 if any(v.verdict == "slower" for v in verdicts) else 0
+    return 1 if any(v.verdict in ("slower", "failed") for v in verdicts) else 0
 
 
 def cmd_baseline_save(args: argparse.Namespace) -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +35,7 @@ class RunSamples:
     label: str
     machine: dict[str, object]
     values: dict[str, list[np.ndarray]]  # case name -> one array of values per worker
+    failed: dict[str, str] = field(default_factory=dict)  # case name -> why it did not run
 
 
 def load_samples(path: Path) -> RunSamples:
@@ -62,7 +63,19 @@ def _from_folder(folder: Path) -> RunSamples:
     values: dict[str, list[np.ndarray]] = {}
     for (name, _worker), rows in samples.assign(case=names).groupby(["case", "worker"]):
         values.setdefault(name, []).append(rows.value.to_numpy(float))
-    return RunSamples(folder.name, machine, values)
+    return RunSamples(folder.name, machine, values, _failed_cases(folder))
+
+
+def _failed_cases(folder: Path) -> dict[str, str]:
+    """Cases a run tried and lost (status ``error``): they have no samples to compare."""
+    try:
+        results = pd.read_csv(folder / "results.csv", keep_default_na=False)
+    except (OSError, ValueError):
+        return {}
+    if "status" not in results.columns:
+        return {}
+    errors = results[results.status == "error"]
+    return dict(zip(case_names(errors), errors.note, strict=True)) if len(errors) else {}
 
 
 def case_names(samples: pd.DataFrame) -> pd.Series:
@@ -114,7 +127,8 @@ class Verdict:
 
 def compare(base: RunSamples, new: RunSamples, threshold: float = 0.05) -> list[Verdict]:
     common = sorted(set(base.values) & set(new.values))
-    if not common:
+    lost = sorted(set(base.values) & set(new.failed))
+    if not common and not lost:
         raise UsageError(f"{base.label} and {new.label} have no case in common")
     tests = []
     for name in common:
@@ -128,10 +142,19 @@ def compare(base: RunSamples, new: RunSamples, threshold: float = 0.05) -> list[
         tests.append((name, float(np.median(np.concatenate(b))),
                       float(np.median(np.concatenate(n))), ratio, p))
     adjusted = holm([t[4] for t in tests])
-    return sorted(
-        (Verdict(*t, q, *_judge(t[3], q, threshold)) for t, q in zip(tests, adjusted, strict=True)),
-        key=lambda v: -abs(math.log(v.ratio)) if v.ratio > 0 else 0,
-    )
+    judged = [Verdict(*t, q, *_judge(t[3], q, threshold, _floor(base, new, t[0], len(tests))))
+              for t, q in zip(tests, adjusted, strict=True)]
+    failed = [Verdict(name, float(np.median(np.concatenate(base.values[name]))), math.nan,
+                      math.nan, math.nan, math.nan, "failed", f"failed in {new.label}: "
+                      f"{new.failed[name]}") for name in lost]
+    return failed + sorted(judged, key=lambda v: -abs(math.log(v.ratio)) if v.ratio > 0 else 0)
+
+
+def _floor(base: RunSamples, new: RunSamples, name: str, tests: int) -> float:
+    """The smallest Holm-adjusted p these worker counts can reach: Mann-Whitney's
+    exact minimum, 2 / C(n1 + n2, n1), times the number of cases."""
+    n1, n2 = len(base.values[name]), len(new.values[name])
+    return min(1.0, 2 / math.comb(n1 + n2, n1) * tests)
 
 
 def holm(p_values: list[float]) -> list[float]:
@@ -146,7 +169,7 @@ def holm(p_values: list[float]) -> list[float]:
     return adjusted
 
 
-def _judge(ratio: float, p: float, threshold: float) -> tuple[str, str]:
+def _judge(ratio: float, p: float, threshold: float, floor: float) -> tuple[str, str]:
     if math.isnan(p):
         return "unknown", f"fewer than {MIN_WORKERS} workers on a side"
     beyond = abs(ratio - 1) > threshold
@@ -154,4 +177,7 @@ def _judge(ratio: float, p: float, threshold: float) -> tuple[str, str]:
         return ("slower" if ratio > 1 else "faster"), "significant and beyond the threshold"
     if not beyond:
         return "same", "within the threshold"
+    if floor >= FAMILY_ALPHA:
+        return "unknown", (f"beyond the threshold, but these worker counts cannot reach "
+                           f"p < {FAMILY_ALPHA} over this many cases: run more workers")
     return "unknown", "beyond the threshold but not significant: too noisy to say"

@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from harness.records import Case, CaseResult
+from harness.records import TOPOLOGIES, Case, CaseResult
 from harness.topology import refuse as refuse_topology
 from servers.transports import PLACEMENTS, TRANSPORTS, Placement
 from servers.workloads import WORKLOADS
@@ -83,6 +83,10 @@ class ExperimentParams:
             raise ValueError(f"{where}.payload_bytes: sizes must be >= 0")
         if self.iterations < 0:
             raise ValueError(f"{where}.iterations: must be >= 0")
+        unknown = sorted(set(self.topologies) - set(TOPOLOGIES))
+        if unknown:
+            raise ValueError(f"{where}.topologies: unknown topology {unknown[0]!r} "
+                             f"(known: {', '.join(TOPOLOGIES)})")
         if any(k < 1 for k in self.k):
             raise ValueError(f"{where}.k: must be >= 1")
         if any(w < 0 for w in self.working_sets) or self.message_bytes < 0:

@@ -99,8 +99,9 @@ class ChangePoint:
     z: float
 
 
-def change_points(values: np.ndarray, threshold: float = 0.05) -> list[tuple[int, float]]:
-    """Indices where a value departs from its lookback window, with their robust z.
+def change_points(values: np.ndarray, threshold: float = 0.05,
+                  ) -> list[tuple[int, float, float]]:
+    """(index, robust z, window median) where a value departs from its lookback window.
 
     After a change the window restarts there, as sequential detectors do: the
     new level is judged against itself, so a step is flagged once, at its start.
@@ -117,7 +118,7 @@ def change_points(values: np.ndarray, threshold: float = 0.05) -> list[tuple[int
         spread = max(mad, center * threshold / 10) / MAD_TO_SIGMA
         z = (values[i] - center) / spread
         if abs(z) > Z_LIMIT and abs(values[i] / center - 1) > threshold:
-            found.append((i, float(z)))
+            found.append((i, float(z), center))
             start = i
     return found
 
@@ -126,8 +127,7 @@ def detect(table: pd.DataFrame, threshold: float = 0.05) -> list[ChangePoint]:
     points = []
     for name, rows in table.groupby("name", sort=True):
         values = rows["median"].to_numpy(float)
-        for i, z in change_points(values, threshold):
-            before = float(np.median(values[max(0, i - LOOKBACK) : i]))
+        for i, z, before in change_points(values, threshold):
             points.append(ChangePoint(name, rows.run_id.iloc[i], before, float(values[i]), z))
     return points
 

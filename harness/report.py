@@ -306,7 +306,8 @@ def write_report(run: RunData, folder: Path) -> None:
     (folder / "report.html").write_text(render_html(run, folder))
 
 
-VERDICT_STYLE = {"slower": "bold red", "faster": "green", "same": "", "unknown": "yellow"}
+VERDICT_STYLE = {"failed": "bold red", "slower": "bold red", "faster": "green", "same": "",
+                 "unknown": "yellow"}
 
 
 def print_comparison(verdicts: list[Verdict], base: str, new: str, console: Console) -> None:
@@ -314,7 +315,8 @@ def print_comparison(verdicts: list[Verdict], base: str, new: str, console: Cons
     for name in ("case", "base us", "new us", "change", "p (Holm)", "verdict", "why"):
         table.add_column(name, justify="right" if name.endswith(("us", "change", ")")) else "left")
     for v in verdicts:
-        table.add_row(v.case, _us(v.base_median), _us(v.new_median), f"{v.ratio - 1:+.1%}",
+        table.add_row(v.case, _us(v.base_median), _us(v.new_median),
+                      "-" if math.isnan(v.ratio) else f"{v.ratio - 1:+.1%}",
                       "-" if math.isnan(v.p_adjusted) else f"{v.p_adjusted:.2g}",
                       f"[{VERDICT_STYLE[v.verdict]}]{v.verdict}[/]" if VERDICT_STYLE[v.verdict]
                       else v.verdict, v.reason)

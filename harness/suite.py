@@ -59,6 +59,8 @@ def load_suite(spec: str, only: list[str] | None = None) -> Suite:
         data = tomllib.loads(source.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise UsageError(f"suite {spec}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise UsageError(f"suite {spec}: cannot read it ({exc.strerror})") from None
     try:
         suite = parse_suite(name, data, only)
         suite.plan()  # the experiments check their parameters against this machine

@@ -102,20 +102,24 @@ class Supervisor:
             channel, handler = link.server(), make_handler()
             return lambda: serve(channel, handler)
 
-        self.spawn(body, handoff)
+        self.spawn(body, handoff, keep_links=(link,))
         self._links.remove(link)
         return self._keep(link.client())
 
-    def spawn(self, body: Callable[[], Callable[[], None]], handoff: Sequence[Channel] = ()
-              ) -> int:
-        """Fork a server that runs ``body()``'s loop once it has answered ``ready``."""
+    def spawn(self, body: Callable[[], Callable[[], None]], handoff: Sequence[Channel] = (),
+              keep_links: Sequence[Link] = ()) -> int:
+        """Fork a server that runs ``body()``'s loop once it has answered ``ready``.
+
+        The child keeps the ``handoff`` channels and the ``keep_links`` it takes ends
+        of; it closes every other end it inherited, so that a death anywhere shows
+        up as EOF or EPIPE rather than as silence."""
         cpu = self.server_cpus[len(self.servers) % len(self.server_cpus)]
         setup = ServerSetup(cpu=cpu, sched_batch=self.sched_batch, parent_pid=os.getpid())
         status_r, status_w = os.pipe()
         pid = os.fork()
         if pid == 0:
             os.close(status_r)
-            run_server(setup, status_w, lambda: self._in_child(body, handoff))
+            run_server(setup, status_w, lambda: self._in_child(body, handoff, keep_links))
         os.close(status_w)
         self.servers.append(Server(pid, cpu))
         try:
@@ -127,13 +131,14 @@ class Supervisor:
             self.channels.remove(channel)
         return pid
 
-    def _in_child(self, body: Callable[[], Callable[[], None]], handoff: Sequence[Channel]
-                  ) -> Callable[[], None]:
-        # Drop every client end this child inherited but does not own, so that
-        # EOF reaches the client when a sibling dies.
+    def _in_child(self, body: Callable[[], Callable[[], None]], handoff: Sequence[Channel],
+                  keep_links: Sequence[Link]) -> Callable[[], None]:
         for channel in self.channels:
             if channel not in handoff:
                 channel.close()
+        for link in self._links:
+            if link not in keep_links:
+                link.close()
         return body()
 
     def forget(self, links: Sequence[Link]) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from harness.records import Case
 from harness.supervisor import Supervisor
 from servers.chain import forwarder
-from servers.ring import relay
+from servers.ring import relay, working_set_toucher
 from servers.transports import Buffer, Channel, Link, Transport, get_transport
 from servers.transports.base import Recv, Send
 from servers.workloads import Workload
@@ -77,15 +77,19 @@ def fanout(case: Case, sup: Supervisor) -> Setup:
     """The client asks k services in turn."""
     transport, workload = get_transport(case.transport), Workload(case.workload, case.iterations)
     channels = [sup.start(transport, case.payload_bytes, workload.handler) for _ in range(case.k)]
-    calls = [forwarder(channel) for channel in channels]
+    request = os.urandom(case.payload_bytes)
+    # each service's own fast calls and message, as a single-server loop would use them
+    calls = [(*channel.timed_ops(), channel.prepare(request)) for channel in channels]
 
-    def ask_all(message: Buffer) -> None:
-        for call in calls:
-            call(message)
+    def ask_all(_message: Buffer) -> None:
+        for send, recv, message in calls:
+            send(message)
+            if recv is not None:
+                recv()
 
     checks = [round_trip_check(channel, case.payload_bytes) for channel in channels]
-    return Setup(ask_all, None, os.urandom(case.payload_bytes),
-                 lambda: [check() for check in checks], messages=_messages(case, 2 * case.k))
+    return Setup(ask_all, None, request, lambda: [check() for check in checks],
+                 messages=_messages(case, 2 * case.k))
 
 
 def ring(case: Case, sup: Supervisor) -> Setup:
@@ -93,7 +97,8 @@ def ring(case: Case, sup: Supervisor) -> Setup:
     transport = get_transport(case.transport)
     links = [sup.open(transport, case.payload_bytes) for _ in range(case.k)]
     for i in range(1, case.k):
-        sup.spawn(lambda i=i: _relay_body(links, i, case.working_set))
+        sup.spawn(lambda i=i: _relay_body(links, i, case.working_set),
+                  keep_links=(links[i - 1], links[i]))
     first, last = _ring_ends(sup, links)
     send, _ = first.timed_ops()
     _, recv = last.timed_ops()
@@ -108,7 +113,7 @@ def ring(case: Case, sup: Supervisor) -> Setup:
 
 
 def _relay_body(links: list[Link], i: int, working_set: int) -> Callable[[], None]:
-    inbound, outbound = links[i - 1].server(), links[(i) % len(links)].client()
+    inbound, outbound = links[i - 1].server(), links[i].client()
     return lambda: relay(inbound, outbound, working_set)
 
 
@@ -131,7 +136,7 @@ def loopback(case: Case, sup: Supervisor) -> Setup:
     _, receive = receiver.timed_ops()
     recv = receive
     if case.working_set:  # the same-process overhead of a ring hop that touches W bytes
-        touch = bytes(case.working_set).find
+        touch = working_set_toucher(case.working_set)
 
         def recv() -> Buffer:
             token = receive()

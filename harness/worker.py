@@ -16,7 +16,7 @@ from harness.counters import ProcessCounters
 from harness.ipcnames import NameSource
 from harness.records import Case, Settings, WorkerResult
 from harness.supervisor import Supervisor
-from harness.timing import run_batches, warm_up
+from harness.timing import run_batches, warm_up, watchdog
 from harness.topology import Setup, build
 from servers.process import die_with_parent
 
@@ -38,7 +38,8 @@ def run_case(case: Case, settings: Settings, names: NameSource) -> WorkerResult:
     with Supervisor(names, case.placement, case.sched_batch, settings.timeout_s) as sup:
         sup.pin_client()
         setup = build(case, sup)
-        setup.check()
+        with watchdog(settings.timeout_s):
+            setup.check()
         loops, warmups = warm_up(
             setup.send, setup.recv, setup.message, target_ns=int(settings.batch_ms * 1e6),
             warmups=settings.warmups, timeout=settings.timeout_s,
@@ -47,7 +48,8 @@ def run_case(case: Case, settings: Settings, names: NameSource) -> WorkerResult:
         before = counters.read()
         values = timed_values(setup, loops, settings)
         spent = counters.read() - before
-        setup.check()
+        with watchdog(settings.timeout_s):
+            setup.check()
     hops = setup.hops
     per_op = spent.per_op(loops * settings.batches * hops)
     per_op["messages_per_op"] = setup.messages / hops

@@ -8,7 +8,7 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from servers.transports.base import PeerGone, PeerTimeout
+from servers.transports.base import PeerTimeout
 
 PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -60,7 +60,7 @@ def run_server(setup: ServerSetup, status_fd: int, body: Callable[[], Callable[[
         os.close(status_fd)
         status_fd = -1
         loop()
-    except (PeerGone, PeerTimeout):
+    except (ConnectionError, PeerTimeout):  # PeerGone, or EPIPE from a bound os.write
         code = EXIT_OK
     except BaseException as exc:  # report anything to the supervisor, then exit
         message = f"error: {type(exc).__name__}: {exc}\n".encode()

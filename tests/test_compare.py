@@ -167,3 +167,17 @@ def test_doctor_flags_leftovers(tmp_path):
         assert "message queues" in done.stdout
     finally:
         leftover.unlink(missing_ok=True)
+
+
+def test_a_case_that_fails_in_new_is_a_failure(tmp_path):
+    base = make_run(tmp_path / "a", 1)
+    new = make_run(tmp_path / "b", 2)
+    samples = pd.read_csv(new / "samples.csv")
+    samples[samples.transport != "mq"].to_csv(new / "samples.csv", index=False)
+    results = pd.read_csv(new / "results.csv")
+    results["note"] = results["note"].astype(object)
+    results.loc[results.transport == "mq", ["status", "note"]] = ["error", "server died"]
+    results.to_csv(new / "results.csv", index=False)
+    done = ipcbench("compare", str(base), str(new))
+    assert done.returncode == 1
+    assert "failed" in done.stdout and "server died" in done.stdout

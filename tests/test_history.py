@@ -16,7 +16,7 @@ def test_a_step_is_flagged_once_and_noise_is_not():
     assert history.change_points(flat) == []
     stepped = flat.copy()
     stepped[20:] *= 1.2
-    [(index, z)] = history.change_points(stepped)
+    [(index, z, _before)] = history.change_points(stepped)
     assert index == 20 and z > history.Z_LIMIT
 
 

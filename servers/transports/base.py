@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -63,6 +63,12 @@ class Channel(ABC):
         None when ``send`` itself returns the reply (an in-process call).
         """
         return self.send, self.recv
+
+    def frames(self) -> Iterator[Buffer]:
+        """Every frame received, until the peer goes (each valid until the next)."""
+        recv = self.recv
+        while True:
+            yield recv()
 
     def serve(self, handler: Callable[[Buffer], Buffer]) -> None:
         """Answer every request with ``handler(request)`` until the peer goes."""

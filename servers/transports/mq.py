@@ -5,6 +5,7 @@ from __future__ import annotations
 import resource
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import posix_ipc
@@ -15,6 +16,8 @@ from servers.transports.base import (
     Link,
     PeerTimeout,
     Placement,
+    Recv,
+    Send,
     Transport,
 )
 
@@ -75,6 +78,18 @@ class MqChannel(Channel):
             return self._receive(self._timeout)[0]
         except posix_ipc.BusyError:
             raise PeerTimeout("no message within the timeout (a queue gives no EOF)") from None
+
+    def timed_ops(self) -> tuple[Send, Recv | None]:
+        # posix_ipc's own calls: no Python frame per message (BusyError on timeout)
+        return partial(self._send, timeout=self._timeout), partial(self._receive, self._timeout)
+
+    def serve(self, handler: Callable[[Buffer], Buffer]) -> None:
+        send, receive, timeout = self._send, self._receive, self._timeout
+        try:
+            while True:
+                send(handler(receive(timeout)[0]), timeout)
+        except posix_ipc.BusyError:
+            raise PeerTimeout("no request within the timeout (a queue gives no EOF)") from None
 
     def close(self) -> None:
         for queue in (self._inbox, self._outbox):

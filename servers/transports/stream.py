@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import select
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 
 from servers.transports.base import Buffer, Channel, PeerGone, PeerTimeout, Recv, Send
@@ -69,6 +69,14 @@ class StreamChannel(Channel):
         # A blocking write returns short only when a signal interrupts it (the
         # batch watchdog, which fails the batch anyway), so it needs no loop.
         return self._atomic_ops() or (partial(os.write, self._wfd), self.recv)
+
+    def frames(self) -> Iterator[Buffer]:
+        ops = self._atomic_ops()
+        if ops is None:
+            return super().frames()
+        # A C-level iterator: no Python frame per message. b"" is EOF (a wire
+        # frame is never empty); a 0-byte frame's token is passed on as it is.
+        return iter(ops[1], b"")
 
     def serve(self, handler: Callable[[Buffer], Buffer]) -> None:
         ops = self._atomic_ops()
