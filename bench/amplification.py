@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.ring import beta_by_processes
+from bench.ring import Ring, beta_by_processes
 from harness.experiment import COMMON_KEYS, Experiment, ExperimentParams, ModelRow, Plan, triage
 from harness.fit import FitError, ols
 from harness.plots import pyplot, save
@@ -139,6 +139,7 @@ def parameters(mine: pd.DataFrame, transport: str) -> list[ModelRow]:
 def predictions(samples: pd.DataFrame) -> pd.DataFrame:
     """Measured and predicted request time per transport, topology and k."""
     mine = select(samples, experiment="amplification", placement=PLACEMENT)
+    ring_table = Ring().tables(samples).get("ring_beta")  # once: it bootstraps every case
     out = []
     for (transport, topology), rows in mine[mine.topology.isin(["chain", "fanout"])].groupby(
             ["transport", "topology"]):
@@ -150,7 +151,7 @@ def predictions(samples: pd.DataFrame) -> pd.DataFrame:
         if found is None:
             continue
         alpha, c0, beta = found["alpha"][0], found["C0"][0], found["beta"][0]
-        growth = ring_growth(beta_by_processes(samples, transport))
+        growth = ring_growth(beta_by_processes(ring_table, transport))
         residual = seed_fit_residuals(rows)
         for k, at_k in rows.groupby("k"):
             measured = float(np.median(at_k.value))

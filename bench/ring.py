@@ -76,9 +76,8 @@ def hop_beta(ring: pd.DataFrame, overhead: pd.DataFrame, label: str) -> Estimate
     return estimate(point, draws)
 
 
-def beta_by_processes(samples: pd.DataFrame, transport: str) -> pd.Series:
-    """beta per hop over the ring size N (W = 0), for the extended chain model."""
-    table = Ring().tables(samples).get("ring_beta")
+def beta_by_processes(table: pd.DataFrame | None, transport: str) -> pd.Series:
+    """beta per hop over the ring size N (W = 0) from a ``ring_beta`` table."""
     if table is None:
         return pd.Series(dtype=float)
     sub = table[(table.transport == transport) & (table.working_set == 0)]

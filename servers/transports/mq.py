@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import resource
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
+from operator import itemgetter
 from pathlib import Path
 
 import posix_ipc
@@ -82,6 +83,11 @@ class MqChannel(Channel):
     def timed_ops(self) -> tuple[Send, Recv | None]:
         # posix_ipc's own calls: no Python frame per message (BusyError on timeout)
         return partial(self._send, timeout=self._timeout), partial(self._receive, self._timeout)
+
+    def frames(self) -> Iterator[Buffer]:
+        # C-level all the way: receive() returns (message, priority), never None;
+        # a silent peer ends it with posix_ipc.BusyError after the timeout.
+        return map(itemgetter(0), iter(partial(self._receive, self._timeout), None))
 
     def serve(self, handler: Callable[[Buffer], Buffer]) -> None:
         send, receive, timeout = self._send, self._receive, self._timeout
