@@ -25,7 +25,6 @@ from harness.metadata import FINGERPRINT_KEYS
 
 FAMILY_ALPHA = 0.05
 MIN_WORKERS = 3
-CASE_KEYS = ["case"]
 
 
 @dataclass(frozen=True)

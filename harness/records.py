@@ -51,9 +51,6 @@ class Case:
             f"{self.payload_bytes}B/k{self.k}{shape}{touch}{work}"
         )
 
-    def key(self) -> dict[str, Any]:
-        return {c: getattr(self, c) for c in KEY_COLUMNS}
-
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Case:
         names = {f.name for f in fields(cls)}
