@@ -18,6 +18,7 @@ import psutil
 from harness.ipcnames import MQUEUE_DIR, PREFIX, SHM_DIR, pid_alive, runner_pid, state_dir
 
 WORKER_MODULE = "harness.worker"
+STANDALONE_MODULE = "servers.standalone"  # exec'd servers carry --run too
 
 
 @dataclass
@@ -87,7 +88,7 @@ def stray_processes(prefix: str | None = None, include_live_runs: bool = False) 
     found = []
     for proc in psutil.process_iter(["pid", "cmdline"]):
         cmdline = proc.info["cmdline"] or []
-        if WORKER_MODULE not in cmdline or "--run" not in cmdline:
+        if not {WORKER_MODULE, STANDALONE_MODULE} & set(cmdline) or "--run" not in cmdline:
             continue
         at = cmdline.index("--run") + 1
         run = cmdline[at] if at < len(cmdline) else ""

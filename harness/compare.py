@@ -24,6 +24,7 @@ from harness.errors import UsageError
 from harness.metadata import FINGERPRINT_KEYS
 
 FAMILY_ALPHA = 0.05
+LOWER_IS_BETTER = ("ns", "bytes")
 MIN_WORKERS = 3
 
 
@@ -58,6 +59,11 @@ def _from_folder(folder: Path) -> RunSamples:
     needed = {"experiment", "transport", "placement", "payload_bytes", "k", "worker", "value"}
     if not needed <= set(samples.columns):
         raise UsageError(f"{folder}: samples.csv lacks {sorted(needed - set(samples.columns))}")
+    for column in ("unit", "variant"):  # empty text reads back as NaN
+        if column in samples.columns:
+            samples[column] = samples[column].fillna("")
+    if "unit" in samples.columns:  # only costs, where more is worse, are judged
+        samples = samples[samples.unit.replace("", "ns").isin(LOWER_IS_BETTER)]
     names = case_names(samples)
     values: dict[str, list[np.ndarray]] = {}
     for (name, _worker), rows in samples.assign(case=names).groupby(["case", "worker"]):

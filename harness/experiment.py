@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from harness.records import TOPOLOGIES, Case, CaseResult
+from harness.records import PROBE, TOPOLOGIES, Case, CaseResult
 from harness.topology import refuse as refuse_topology
 from servers.transports import PLACEMENTS, TRANSPORTS, Placement
 from servers.workloads import WORKLOADS
@@ -37,6 +37,15 @@ class ExperimentParams:
     working_sets: tuple[int, ...] = (0,)
     message_bytes: int = 64
     sched_batch: bool = False
+    # Probe experiments (footprint, boot, faults, contention, layers, deadlock):
+    servers: tuple[int, ...] = (1,)  # N: servers started, graph sizes
+    modes: tuple[str, ...] = ("default",)  # what a probe varies: crash kind, lock kind, ...
+    levels: tuple[float, ...] = (0.5,)  # load: rho, or a rate
+    seeds: tuple[int, ...] = (1,)
+    duration_s: float = 1.0  # how long a probe runs per batch
+    service_us: float = 200.0  # mean service time (contention), mean work per request
+    crash_rate: float = 1.0  # injected crashes per second (faults)
+    file_bytes: int = 0  # input size (layers); 0 = everything the probe finds
 
     @classmethod
     def from_table(
@@ -53,13 +62,13 @@ class ExperimentParams:
             if isinstance(default, tuple):
                 if not isinstance(raw, list) or not raw:
                     raise ValueError(f"{where}.{key}: expected a non-empty list")
-                raw = tuple(raw)
                 kind = type(default[0])
-                if not all(type(x) is kind for x in raw):
+                if not all(_is(x, kind) for x in raw):
                     raise ValueError(f"{where}.{key}: every item must be a {kind.__name__}")
-            elif type(raw) is not type(default):
+                raw = tuple(kind(x) for x in raw)
+            elif not _is(raw, type(default)):
                 raise ValueError(f"{where}.{key}: expected a {type(default).__name__}")
-            values[key] = raw
+            values[key] = type(default)(raw) if not isinstance(default, tuple) else raw
         params = cls(**values)
         params.check(where)
         return params
@@ -91,6 +100,22 @@ class ExperimentParams:
             raise ValueError(f"{where}.k: must be >= 1")
         if any(w < 0 for w in self.working_sets) or self.message_bytes < 0:
             raise ValueError(f"{where}: sizes must be >= 0")
+        if any(n < 1 for n in self.servers):
+            raise ValueError(f"{where}.servers: must be >= 1")
+        for key in ("duration_s", "service_us", "crash_rate"):
+            if not getattr(self, key) > 0:
+                raise ValueError(f"{where}.{key}: must be > 0")
+        if self.file_bytes < 0:
+            raise ValueError(f"{where}.file_bytes: must be >= 0")
+
+
+def _is(value: Any, kind: type) -> bool:
+    """TOML types as a suite writer means them: an int is a float too; a bool is not an int."""
+    if isinstance(value, bool):
+        return kind is bool
+    if kind is float:
+        return isinstance(value, int | float)
+    return type(value) is kind
 
 
 @dataclass(frozen=True)
@@ -107,6 +132,18 @@ class ModelRow:
     placement: str = ""
     payload_bytes: int | None = None
     k: int | None = None
+    variant: str = ""
+
+
+@dataclass
+class Section:
+    """An experiment's part of the report: a table, a note, and the plots it refers to."""
+
+    title: str
+    header: list[str]
+    rows: list[list[str]]
+    note: str = ""
+    plots: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -139,6 +176,14 @@ class Experiment(ABC):
     def plots(self, samples: pd.DataFrame, model: list[ModelRow],
               tables: dict[str, pd.DataFrame], folder: Path) -> list[Path]:
         """PNG files written into ``folder`` from this run's samples, model and tables."""
+        return []
+
+    def report(self, results: pd.DataFrame, model: list[ModelRow],
+               tables: dict[str, pd.DataFrame], plots: list[str]) -> list[Section]:
+        """Sections for the terminal summary, ``report.md`` and ``report.html``.
+
+        ``results`` is ``results.csv``; ``plots`` are the run's PNG names.
+        """
         return []
 
 
@@ -188,6 +233,17 @@ def echo_plan(experiment: str, params: ExperimentParams) -> Plan:
         for placement in params.placements
         for size in params.payload_bytes
     ])
+
+
+def probe_cases(experiment: str, transport: str, metrics: dict[str, str],
+                **fields: Any) -> list[Case]:
+    """One probe case per metric (name -> unit) of a single measurement.
+
+    ``fields`` are Case fields: k, variant, level, seed, duration_s, payload_bytes...
+    """
+    fields.setdefault("payload_bytes", 0)
+    return [Case(experiment, transport, "same-cpu", metric=metric, unit=unit, topology=PROBE,
+                 **fields) for metric, unit in metrics.items()]
 
 
 def load_experiments() -> dict[str, Experiment]:

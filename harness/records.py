@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal
 
 KEY_COLUMNS = ["experiment", "transport", "placement", "payload_bytes", "k"]
@@ -15,6 +15,7 @@ COUNTER_COLUMNS = [
     "messages_per_op",
 ]
 TOPOLOGIES = ("echo", "chain", "fanout", "ring", "self", "compute")
+PROBE = "probe"  # a case an experiment measures itself (footprint, boot, faults, ...)
 Status = Literal["ok", "skipped", "error"]
 
 
@@ -27,6 +28,11 @@ class Case:
     ``working_set`` bytes touched per hop), ``self`` (one process sends and
     receives: alpha) and ``compute`` (the handler in process, empty loop
     subtracted: C0). ``k`` counts servers, or processes for a ring.
+
+    ``probe`` cases are measured by their experiment's own probe (entry-point
+    group ``ipcbench.probes``), not by a timed loop: ``metric`` and ``unit`` say
+    what a value is, ``variant``, ``level``, ``seed`` and ``duration_s`` what
+    the probe varies (a crash mode, a load rho, a graph's seed, a run length).
     """
 
     experiment: str
@@ -40,9 +46,20 @@ class Case:
     topology: str = "echo"
     working_set: int = 0
     sched_batch: bool = False
+    unit: str = "ns"
+    variant: str = ""
+    level: float = 0.0
+    seed: int = 0
+    duration_s: float = 0.0
 
     @property
     def name(self) -> str:
+        if self.topology == PROBE:
+            return "/".join(str(part) for part in (
+                self.experiment, self.transport, self.variant or "-", f"k{self.k}",
+                *([f"L{self.level:g}"] if self.level else []),
+                *([f"s{self.seed}"] if self.seed else []),
+                *([f"{self.payload_bytes}B"] if self.payload_bytes else []), self.metric))
         work = "" if self.workload == "echo" else f"/{self.workload}{self.iterations}"
         shape = "" if self.topology == "echo" else f"/{self.topology}"
         touch = f"/W{self.working_set}" if self.working_set else ""
@@ -51,10 +68,22 @@ class Case:
             f"{self.payload_bytes}B/k{self.k}{shape}{touch}{work}"
         )
 
+    @property
+    def measurement(self) -> Case:
+        """The case without its metric: probe cases that share it share one measurement."""
+        return replace(self, metric="", unit="")
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Case:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        known = {f.name: f for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        for key in ("level", "duration_s"):  # CSV gives back ints for whole floats
+            if key in values:
+                values[key] = float(values[key])
+        for key in ("variant", "unit"):  # and NaN for empty text
+            if key in values and not isinstance(values[key], str):
+                values[key] = known[key].default
+        return cls(**values)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from harness.compare import Verdict
 from harness.doctor import Finding
-from harness.experiment import ModelRow
+from harness.experiment import ModelRow, Section, load_experiments
 from harness.history import ChangePoint
 from harness.results import RunData
 
@@ -176,12 +176,23 @@ def model_rows(run: RunData) -> Rows:
     return header, body
 
 
+def experiment_sections(run: RunData) -> list[Section]:
+    """What each experiment adds to the report (the system experiments do)."""
+    results = run.results_frame()
+    found = []
+    for experiment in load_experiments().values():
+        found += [s for s in experiment.report(results, run.model, run.tables, run.plots)
+                  if s.rows]
+    return found
+
+
 def print_summary(run: RunData, console: Console) -> None:
     _print_tables(console, [
         ("Round trip (latency), microseconds", latency_rows(run)),
         ("Payload sweep: median round trip, microseconds", payload_rows(run)),
         ("Chain: measured against the cost model, microseconds", prediction_rows(run)),
         ("Cost model (ns; errors are the worst k)", parameter_rows(run)),
+        *[(s.title, (s.header, s.rows)) for s in experiment_sections(run)],
         ("Not run", not_run_rows(run)),
     ])
 
@@ -250,7 +261,13 @@ def render_markdown(run: RunData) -> str:
                 parts += ["", MODEL_NOTE + (f" Cycles in `model.csv` use the nominal "
                                              f"{mhz:.0f} MHz (a VM does not expose the real "
                                              "clock)." if mhz else "")]
-    parts += [f"\n![{name}]({name})" for name in run.plots]
+    placed: set[str] = set()
+    for section in experiment_sections(run):
+        parts += ["", f"## {section.title}", "", _markdown(section.header, section.rows)]
+        parts += ["", section.note] if section.note else []
+        parts += [f"\n![{name}]({name})" for name in section.plots if name in run.plots]
+        placed.update(section.plots)
+    parts += [f"\n![{name}]({name})" for name in run.plots if name not in placed]
     return "\n".join(parts) + "\n"
 
 
@@ -290,14 +307,25 @@ def render_html(run: RunData, folder: Path) -> str:
             parts += [f"<h2>{html.escape(name)}</h2>", _html_table(header, body)]
             if name == "Cost model":
                 parts.append(f"<p class='note'>{html.escape(MODEL_NOTE)}</p>")
-    if run.plots:
+    placed: set[str] = set()
+    for section in experiment_sections(run):
+        parts += [f"<h2>{html.escape(section.title)}</h2>",
+                  _html_table(section.header, section.rows)]
+        if section.note:
+            parts.append(f"<p class='note'>{html.escape(section.note)}</p>")
+        parts += [_html_figure(folder, name) for name in section.plots if name in run.plots]
+        placed.update(section.plots)
+    rest = [name for name in run.plots if name not in placed]
+    if rest:
         parts.append("<h2>Plots</h2>")
-    for name in run.plots:
-        data = base64.b64encode((folder / name).read_bytes()).decode()
-        parts.append(f"<figure><img alt='{html.escape(name)}' "
-                     f"src='data:image/png;base64,{data}'><figcaption>{html.escape(name)}"
-                     "</figcaption></figure>")
+    parts += [_html_figure(folder, name) for name in rest]
     return "\n".join(parts) + "\n</body></html>\n"
+
+
+def _html_figure(folder: Path, name: str) -> str:
+    data = base64.b64encode((folder / name).read_bytes()).decode()
+    return (f"<figure><img alt='{html.escape(name)}' src='data:image/png;base64,{data}'>"
+            f"<figcaption>{html.escape(name)}</figcaption></figure>")
 
 
 def write_report(run: RunData, folder: Path) -> None:

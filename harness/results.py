@@ -21,14 +21,14 @@ from harness.experiment import ModelRow
 from harness.records import COUNTER_COLUMNS, KEY_COLUMNS, Case, CaseResult, WorkerResult
 from harness.stats import Summary, summarize
 
-CASE_COLUMNS = [*KEY_COLUMNS, "metric", "topology", "working_set", "sched_batch", "workload",
-                "iterations"]
+CASE_COLUMNS = [*KEY_COLUMNS, "metric", "unit", "topology", "working_set", "sched_batch",
+                "workload", "iterations", "variant", "level", "seed", "duration_s"]
+TEXT_COLUMNS = ["unit", "variant"]
 STAT_COLUMNS = [f.name for f in fields(Summary)]
 RESULT_COLUMNS = [*KEY_COLUMNS, "metric", "unit", *STAT_COLUMNS, *COUNTER_COLUMNS,
-                  *CASE_COLUMNS[len(KEY_COLUMNS) + 1 :], "status", "note"]
+                  *CASE_COLUMNS[len(KEY_COLUMNS) + 2 :], "status", "note"]
 SAMPLE_COLUMNS = [*CASE_COLUMNS, "worker", "batch", "loops", "value", *COUNTER_COLUMNS]
 MODEL_COLUMNS = [f.name for f in fields(ModelRow)]
-UNIT = "ns"
 
 
 @dataclass
@@ -49,20 +49,22 @@ class RunData:
             for w, worker in enumerate(result.workers):
                 for b, value in enumerate(worker.values):
                     rows.append({**case, "worker": w, "batch": b, "loops": worker.loops,
-                                 "value": value, **worker.counters})
+                                 "value": value, **dict.fromkeys(COUNTER_COLUMNS, np.nan),
+                                 **worker.counters})
         return pd.DataFrame(rows, columns=SAMPLE_COLUMNS)
 
     def results_frame(self) -> pd.DataFrame:
         rows = []
         for result in self.cases:
-            row: dict[str, Any] = {**asdict(result.case), "unit": UNIT,
-                                   "status": result.status, "note": result.note}
+            row: dict[str, Any] = {**asdict(result.case), "status": result.status,
+                                   "note": result.note}
             if result.status == "ok" and result.workers:
                 values = np.concatenate([w.values for w in result.workers])
                 groups = np.concatenate([[i] * len(w.values) for i, w in enumerate(result.workers)])
                 row.update(asdict(summarize(values, groups, result.case.name)))
                 for column in COUNTER_COLUMNS:
-                    row[column] = float(np.mean([w.counters[column] for w in result.workers]))
+                    row[column] = float(np.mean([w.counters.get(column, np.nan)
+                                                 for w in result.workers]))
             rows.append(row)
         return pd.DataFrame(rows, columns=RESULT_COLUMNS)
 
@@ -78,6 +80,8 @@ class RunData:
     def pyperf_suite(self) -> pyperf.BenchmarkSuite | None:
         benchmarks = []
         for result in self.measured():
+            if result.case.unit != "ns":
+                continue  # pyperf's compare would read bytes or ratios as times
             if any(v <= 0 for w in result.workers for v in w.values):
                 continue  # a difference (C0 less an empty loop) can dip to 0; pyperf refuses it
             runs = [
@@ -128,6 +132,7 @@ class RunData:
             samples = pd.read_csv(folder / "samples.csv")
         except (ValueError, OSError) as exc:
             raise UsageError(f"{folder}: unreadable run files: {exc}") from None
+        results, samples = _with_defaults(results), _with_defaults(samples)
         absent = [c for c in SAMPLE_COLUMNS if c not in samples.columns]
         absent += [c for c in ("status", "note", *CASE_COLUMNS) if c not in results.columns]
         if absent:
@@ -135,8 +140,22 @@ class RunData:
         return cls(metadata, _cases_from(results, samples))
 
 
+def _with_defaults(frame: pd.DataFrame) -> pd.DataFrame:
+    """Columns newer than the run that wrote the file get the Case defaults."""
+    frame = frame.copy()
+    for column in ("unit", "variant", "level", "seed", "duration_s"):
+        default = Case.__dataclass_fields__[column].default
+        if column not in frame.columns:
+            frame[column] = default
+    for column in TEXT_COLUMNS:
+        frame[column] = frame[column].astype(object).fillna("").astype(str)
+    frame.loc[frame.unit == "", "unit"] = "ns"
+    return frame
+
+
 def _cases_from(results: pd.DataFrame, samples: pd.DataFrame) -> list[CaseResult]:
-    by_case = {key: rows for key, rows in samples.groupby(CASE_COLUMNS, sort=False)}
+    by_case = {key: rows for key, rows in samples.groupby(CASE_COLUMNS, sort=False,
+                                                          dropna=False)}
     cases = []
     for row in results.to_dict("records"):
         case = Case.from_dict({c: row[c] for c in CASE_COLUMNS})
@@ -148,7 +167,8 @@ def _cases_from(results: pd.DataFrame, samples: pd.DataFrame) -> list[CaseResult
                     loops=int(rows.loops.iloc[0]),
                     values=rows.sort_values("batch").value.tolist(),
                     warmups=[],
-                    counters={c: float(rows[c].iloc[0]) for c in COUNTER_COLUMNS},
+                    counters={c: float(rows[c].iloc[0]) for c in COUNTER_COLUMNS
+                              if not np.isnan(rows[c].iloc[0])},
                 ))
         note = row["note"] if isinstance(row["note"], str) else ""
         cases.append(CaseResult(case, row["status"], note, workers))

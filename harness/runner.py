@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from harness.cleanup import WORKER_MODULE
 from harness.ipcnames import journal_path
-from harness.records import Case, CaseResult, Settings, WorkerResult
+from harness.records import PROBE, Case, CaseResult, Settings, WorkerResult
 
 WORKER_STARTUP_S = 30.0
 
@@ -39,26 +39,35 @@ class Runner:
         columns = (TextColumn("{task.description:<44}"), BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn())
         results = [CaseResult(case) for case in cases]
+        groups: dict[Case, list[CaseResult]] = {}
+        for result in results:  # probe cases of one measurement share its workers
+            case = result.case
+            groups.setdefault(case.measurement if case.topology == PROBE else case,
+                              []).append(result)
         passes = self.settings.workers
         # No refresh thread: it would wake up beside the timed loop ten times a second.
         with Progress(*columns, console=self.console, transient=True,
                       auto_refresh=False) as progress:
-            bar = progress.add_task("workers", total=len(cases) * passes)
+            bar = progress.add_task("workers", total=len(groups) * passes)
             for number in range(passes):
-                for result in results:
-                    progress.update(bar, refresh=True,
-                                    description=f"pass {number + 1}/{passes} {result.case.name}")
-                    self._add_worker(result)
+                for group in groups.values():
+                    progress.update(bar, refresh=True, description=f"pass {number + 1}/"
+                                    f"{passes} {group[0].case.name}")
+                    self._add_worker(group)
                     progress.advance(bar)
         return results
 
-    def _add_worker(self, result: CaseResult) -> None:
-        if result.status != "ok":
+    def _add_worker(self, group: list[CaseResult]) -> None:
+        if any(result.status != "ok" for result in group):
             return
         try:
-            result.workers.append(self._worker(result.case))
+            measured = self._worker([result.case for result in group])
         except WorkerError as exc:
-            result.status, result.note = "error", str(exc)
+            for result in group:
+                result.status, result.note = "error", str(exc)
+            return
+        for result, worker in zip(group, measured, strict=True):
+            result.workers.append(worker)
 
     def __post_init__(self) -> None:
         # Workers get every CPU the user gave us; the runner itself moves off the
@@ -71,15 +80,18 @@ class Runner:
         """All workers of one case, back to back (for scripts measuring a single case)."""
         result = CaseResult(case)
         for _ in range(self.settings.workers):
-            self._add_worker(result)
+            self._add_worker([result])
         return result
 
-    def _worker_timeout(self) -> float:
+    def _worker_timeout(self, case: Case) -> float:
         s = self.settings
-        return WORKER_STARTUP_S + s.timeout_s * (s.batches + s.warmups + 2)
+        # A probe that runs for duration_s per batch (crash injection) gets that time too.
+        return WORKER_STARTUP_S + (s.timeout_s + 2 * case.duration_s) * (s.batches + s.warmups + 2)
 
-    def _worker(self, case: Case) -> WorkerResult:
-        task = {"case": asdict(case), "settings": asdict(self.settings), "prefix": self.prefix,
+    def _worker(self, cases: list[Case]) -> list[WorkerResult]:
+        timeout = self._worker_timeout(cases[0])
+        task = {"cases": [asdict(c) for c in cases], "settings": asdict(self.settings),
+                "prefix": self.prefix,
                 "journal": str(journal_path(self.prefix)), "runner_pid": os.getpid(),
                 "cpus": self.cpus}
         # ``--run`` is for ``ipcbench cleanup``, which finds strays by command line.
@@ -88,11 +100,11 @@ class Runner:
                                 stderr=subprocess.PIPE, text=True)
         self._active = proc
         try:
-            out, err = proc.communicate(json.dumps(task), timeout=self._worker_timeout())
+            out, err = proc.communicate(json.dumps(task), timeout=timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.communicate()
-            raise WorkerError(f"worker exceeded {self._worker_timeout():g} s") from None
+            raise WorkerError(f"worker exceeded {timeout:g} s") from None
         finally:
             self._active = None
         try:
@@ -102,7 +114,7 @@ class Runner:
             raise WorkerError(f"worker exited {proc.returncode}: {last}") from None
         if "error" in data:
             raise WorkerError(data["error"])
-        return WorkerResult(**data)
+        return [WorkerResult(**result) for result in data["results"]]
 
     def abort(self) -> None:
         """Stop the worker in flight; its servers follow it (PR_SET_PDEATHSIG)."""

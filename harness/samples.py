@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from harness.fit import Fit, ols
 from harness.stats import bootstrap_medians, interval, seeded_rng
 
 Estimate = tuple[float, float, float]  # value, ci_low, ci_high
@@ -42,3 +43,23 @@ def worker_points(rows: pd.DataFrame, by: list[str]) -> pd.DataFrame:
         switches=("ctx_switches_per_op", "first"),
         messages=("messages_per_op", "first"),
     ).reset_index()
+
+
+def line_fit(rows: pd.DataFrame, label: str) -> Fit:
+    """value = a + b * k over worker medians (probe cases: k is N), bootstrapped by k."""
+    points = rows.groupby(["k", "worker"]).value.median().reset_index()
+    x = np.column_stack([np.ones(len(points)), points.k.to_numpy(float)])
+    return ols(x, points.value.to_numpy(float), ("intercept", "slope"), points.k.to_numpy(),
+               label)
+
+
+def medians(rows: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """Median value per ``by`` level, with its bootstrap interval over workers."""
+    out = []
+    for key, sub in rows.groupby(by, sort=True):
+        key = key if isinstance(key, tuple) else (key,)
+        label = "/".join(map(str, key))
+        value, low, high = estimate(float(np.median(sub.value)), median_draws(sub, label))
+        out.append({**dict(zip(by, key, strict=True)), "median": value, "ci_low": low,
+                    "ci_high": high, "workers": int(sub.worker.nunique())})
+    return pd.DataFrame(out)

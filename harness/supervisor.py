@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import select
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -18,10 +20,13 @@ from harness.ipcnames import NameSource
 from servers.echo import serve
 from servers.process import ServerSetup, run_server
 from servers.transports import PLACEMENTS, Channel, Link, Transport
+from servers.transports.base import close_fds
 from servers.transports.call import CallLink
+from servers.transports.stream import StreamChannel
 from servers.workloads import Handler
 
 STOP_GRACE_S = 1.0
+STANDALONE_MODULE = "servers.standalone"
 
 
 class ServerStartError(RuntimeError):
@@ -57,6 +62,7 @@ class Supervisor:
     servers: list[Server] = field(default_factory=list)
     channels: list[Channel] = field(default_factory=list)
     _links: list[Link] = field(default_factory=list)
+    _execed: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.client_cpu, self.server_cpus = cpu_plan(self.placement)
@@ -141,6 +147,32 @@ class Supervisor:
                 link.close()
         return body()
 
+    def exec_echo(self, payload: int = 0, run: str = "") -> Channel:
+        """Start an echo server by exec (``servers.standalone``): its own interpreter,
+        nothing shared with this process but the pipes. Returns the client end."""
+        request_r, request_w = os.pipe()
+        reply_r, reply_w = os.pipe()
+        status_r, status_w = os.pipe()
+        cpu = self.server_cpus[len(self.servers) % len(self.server_cpus)]
+        command = [sys.executable, "-I", "-m", STANDALONE_MODULE, "--request-fd", str(request_r),
+                   "--reply-fd", str(reply_w), "--status-fd", str(status_w),
+                   "--parent", str(os.getpid()), "--cpu", str(cpu),
+                   "--run", run or self.names.prefix, *(["--sched-batch"] * self.sched_batch)]
+        try:  # no preexec_fn: it would cost subprocess its fast vfork path
+            proc = subprocess.Popen(command, pass_fds=(request_r, reply_w, status_w))
+        finally:
+            close_fds(request_r, reply_w, status_w)
+        self._execed.append(proc)  # kept so the Popen is not collected while it runs
+        self.servers.append(Server(proc.pid, cpu))
+        try:
+            self._await_ready(proc.pid, status_r)
+        except ServerStartError:
+            close_fds(request_w, reply_r)
+            raise
+        finally:
+            os.close(status_r)
+        return self._keep(StreamChannel(reply_r, request_w, payload))
+
     def forget(self, links: Sequence[Link]) -> None:
         """Links whose ends were taken (or closed) here: ``stop`` must not close them again."""
         for link in links:
@@ -173,6 +205,9 @@ class Supervisor:
         self._links.clear()
         self._kill(self.pids)
         self.servers.clear()
+        for proc in self._execed:
+            proc.returncode = proc.returncode if proc.returncode is not None else -9  # reaped
+        self._execed.clear()
 
     def _kill(self, pids: list[int]) -> None:
         # Queues and semaphores give no EOF, so servers are told to go, not waited on.

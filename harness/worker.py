@@ -10,15 +10,19 @@ from __future__ import annotations
 import json
 import os
 import sys
+from importlib.metadata import entry_points
 from pathlib import Path
 
 from harness.counters import ProcessCounters
 from harness.ipcnames import NameSource
-from harness.records import Case, Settings, WorkerResult
+from harness.records import PROBE, Case, Settings, WorkerResult
 from harness.supervisor import Supervisor
 from harness.timing import run_batches, warm_up, watchdog
 from harness.topology import Setup, build
 from servers.process import die_with_parent
+
+# Probes live in light modules of their own: the servers they fork inherit the image.
+PROBES_GROUP = "ipcbench.probes"
 
 
 def timed_values(setup: Setup, loops: int, settings: Settings) -> list[float]:
@@ -56,17 +60,33 @@ def run_case(case: Case, settings: Settings, names: NameSource) -> WorkerResult:
     return WorkerResult(loops, [v / hops for v in values], [v / hops for v in warmups], per_op)
 
 
+def run_probe(cases: list[Case], settings: Settings, names: NameSource) -> list[WorkerResult]:
+    """One measurement of an experiment's own probe; a value list per case (metric)."""
+    [probe] = [e.load() for e in entry_points(group=PROBES_GROUP, name=cases[0].experiment)]
+    values = probe(cases, settings, names)
+    missing = [c.metric for c in cases if not values.get(c.metric)]
+    if missing:
+        raise RuntimeError(f"probe {cases[0].experiment} returned no {missing[0]!r} values")
+    return [WorkerResult(1, [float(v) for v in values[c.metric]], [], {}) for c in cases]
+
+
 def main() -> int:
     task = json.loads(sys.stdin.read())
     die_with_parent(task["runner_pid"])
     os.sched_setaffinity(0, task["cpus"])
     names = NameSource(f"{task['prefix']}{os.getpid()}-", Path(task["journal"]))
+    cases = [Case.from_dict(c) for c in task["cases"]]
+    settings = Settings(**task["settings"])
     try:
-        result = run_case(Case.from_dict(task["case"]), Settings(**task["settings"]), names)
+        if cases[0].topology == PROBE:
+            results = run_probe(cases, settings, names)
+        else:
+            [case] = cases
+            results = [run_case(case, settings, names)]
     except Exception as exc:
         print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
         return 1
-    print(json.dumps(result.to_dict()))
+    print(json.dumps({"results": [r.to_dict() for r in results]}))
     return 0
 
 

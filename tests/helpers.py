@@ -51,11 +51,15 @@ def ipcbench(*args: str, cwd: Path | None = None, timeout: float = 300,
                           text=True, cwd=cwd, timeout=timeout, env={**os.environ, "COLUMNS": "160"})
 
 
-def run_worker(case: dict, settings: dict | None = None) -> dict:
-    """Run one case in a real worker process, as the runner does, and return its result."""
+def run_worker(case: dict | list[dict], settings: dict | None = None) -> dict:
+    """Run one case (or a probe's cases) in a real worker process, as the runner does.
+
+    Returns the case's result, or for a list of cases ``{metric: result}``.
+    """
     import json
 
-    task = {"case": case, "settings": settings or {"workers": 1, "batches": 2, "warmups": 0,
+    cases = case if isinstance(case, list) else [case]
+    task = {"cases": cases, "settings": settings or {"workers": 1, "batches": 2, "warmups": 0,
                                                   "batch_ms": 5.0, "timeout_s": 5.0},
             "prefix": f"ipcb-{os.getpid()}-test-", "journal": os.devnull,
             "runner_pid": os.getpid(), "cpus": sorted(os.sched_getaffinity(0))}
@@ -64,4 +68,7 @@ def run_worker(case: dict, settings: dict | None = None) -> dict:
     assert done.stdout, done.stderr
     result = json.loads(done.stdout)
     assert "error" not in result, result
-    return result
+    if isinstance(case, list):
+        return {c.get("metric", "round_trip"): r
+                for c, r in zip(cases, result["results"], strict=True)}
+    return result["results"][0]

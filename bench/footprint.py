@@ -1,0 +1,140 @@
+"""Experiment: memory footprint, ``M_total = M_k + N * M_s`` (the seed's footprint model).
+
+N echo servers are started (forked, or exec'd as programs of their own),
+each answers a few requests, then the unique (USS), proportional (PSS) and
+resident memory of the client and every server are summed (psutil reads
+``smaps``), with the page tables (``VmPTE``) apart, since USS does not
+count them. The monolithic baseline holds the same N services as objects in
+the client process (transport ``call``). M_k and M_s come from a line fit
+of the total over N, with a cluster bootstrap interval.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from harness.experiment import Experiment, ExperimentParams, ModelRow, Plan, Section, probe_cases
+from harness.fit import FitError
+from harness.plots import pyplot, save
+from harness.samples import line_fit, medians, select
+
+METRICS = {"uss_total": "bytes", "pss_total": "bytes", "rss_total": "bytes",
+           "pte_total": "bytes", "uss_client": "bytes"}
+MODES = ("fork", "exec")
+MIB = float(1 << 20)
+
+
+class Footprint(Experiment):
+    name = "footprint"
+    description = "memory of N servers against N objects in one process: M_k + N M_s"
+    accepted = ("transports", "servers", "modes")
+
+    def plan(self, params: ExperimentParams) -> Plan:
+        where = f"experiments.{self.name}"
+        unknown = sorted(set(params.modes) - set(MODES))
+        if unknown:
+            raise ValueError(f"{where}.modes: unknown mode {unknown[0]!r} (known: fork, exec)")
+        if len(set(params.servers)) < 2:
+            raise ValueError(f"{where}.servers: the fit needs at least two server counts")
+        plan = Plan()
+        for transport in params.transports:
+            variants = ["object"] if transport == "call" else list(params.modes)
+            for variant in variants:
+                if variant == "exec" and transport != "pipe":
+                    raise ValueError(f"{where}: exec'd servers speak pipe only, not {transport}")
+                for n in params.servers:
+                    plan.runnable += probe_cases(self.name, transport, METRICS, k=n,
+                                                 variant=variant)
+        return plan
+
+    def _mine(self, samples: pd.DataFrame) -> pd.DataFrame:
+        return select(samples, experiment=self.name)
+
+    def model(self, samples: pd.DataFrame) -> list[ModelRow]:
+        rows = []
+        mine = self._mine(samples)
+        for (transport, variant), sub in mine.groupby(["transport", "variant"]):
+            # PSS sums to the memory the group really uses (shared pages counted once);
+            # USS sums only the pages private to each, so its slope is the marginal server.
+            for metric, suffix in (("pss_total", ""), ("uss_total", "_uss")):
+                label = f"{self.name}/{transport}/{variant}/{metric}"
+                try:
+                    fit = line_fit(select(sub, metric=metric), label)
+                except FitError:
+                    continue
+                method = f"OLS of {metric} over N, workers bootstrapped"
+                common = dict(placement="same-cpu", variant=variant)
+                rows += [
+                    ModelRow(f"footprint_M_k{suffix}", transport, fit["intercept"][0], "bytes",
+                             fit["intercept"][1], fit["intercept"][2], method, **common),
+                    ModelRow(f"footprint_M_s{suffix}", transport, fit["slope"][0], "bytes",
+                             fit["slope"][1], fit["slope"][2], method, **common),
+                    ModelRow(f"footprint_r2{suffix}", transport, fit.r2, "ratio", np.nan, np.nan,
+                             method, **common),
+                ]
+        return rows
+
+    def tables(self, samples: pd.DataFrame) -> dict[str, pd.DataFrame]:
+        mine = self._mine(samples)
+        if mine.empty:
+            return {}
+        table = medians(mine, ["transport", "variant", "k", "metric"])
+        wide = table.pivot_table(index=["transport", "variant", "k"], columns="metric",
+                                 values="median").reset_index().rename(columns={"k": "servers"})
+        return {"footprint": wide}
+
+    def plots(self, samples: pd.DataFrame, model: list[ModelRow],
+              tables: dict[str, pd.DataFrame], folder: Path) -> list[Path]:
+        table = tables.get("footprint")
+        if table is None or table.empty:
+            return []
+        plt = pyplot()
+        fig, ax = plt.subplots(figsize=(7, 4.2))
+        fits = {(m.transport, m.variant, m.parameter): m.value for m in model
+                if m.parameter.startswith("footprint_M")}
+        for (transport, variant), sub in table.groupby(["transport", "variant"]):
+            label = f"{transport} ({variant})"
+            for metric, style in (("uss_total", "o-"), ("pss_total", "s--")):
+                ax.plot(sub.servers, sub[metric] / MIB, style, ms=4,
+                        label=f"{label} {metric.split('_')[0].upper()}")
+            k, s = (fits.get((transport, variant, p)) for p in ("footprint_M_k",
+                                                                 "footprint_M_s"))
+            if k is not None and s is not None:
+                n = np.array([sub.servers.min(), sub.servers.max()], float)
+                ax.plot(n, (k + s * n) / MIB, ":", color="grey")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("services N")
+        ax.set_ylabel("total memory, MiB")
+        ax.set_title("Footprint: N servers against N objects in one process (dotted: fit)")
+        ax.legend(fontsize=7)
+        return [save(fig, folder / "footprint.png")]
+
+    def report(self, results: pd.DataFrame, model: list[ModelRow],
+               tables: dict[str, pd.DataFrame], plots: list[str]) -> list[Section]:
+        params = {(m.transport, m.variant, m.parameter): m for m in model
+                  if m.parameter.startswith("footprint_")}
+        rows = []
+        for (transport, variant) in sorted({(t, v) for t, v, _ in params}):
+            def cell(name: str) -> str:
+                m = params.get((transport, variant, name))  # noqa: B023
+                if m is None:
+                    return "-"
+                if m.unit == "ratio":
+                    return f"{m.value:.4f}"
+                return f"{m.value / 1024:.0f} ({m.ci_low / 1024:.0f} to {m.ci_high / 1024:.0f})"
+            rows.append([transport, variant, cell("footprint_M_k"), cell("footprint_M_s"),
+                         cell("footprint_r2"), cell("footprint_M_s_uss")])
+        note = ("M_total is the summed PSS of the client and its servers (each shared page "
+                "counted once in all); the USS slope is what one more server costs privately. "
+                "Page tables (VmPTE) are in footprint.csv apart. Forked servers share the "
+                "client's image until they write to it; exec'd servers build their own. "
+                "In process (call) a service is an object: M_s is about 0.")
+        return [Section("Footprint: M_total = M_k + N M_s (KiB, 95% CI)",
+                        ["transport", "servers", "M_k (PSS)", "M_s (PSS)", "R^2", "M_s (USS)"],
+                        rows, note, [p for p in plots if p == "footprint.png"])]
+
+
+EXPERIMENT = Footprint()
