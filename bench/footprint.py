@@ -34,14 +34,15 @@ class Footprint(Experiment):
 
     def plan(self, params: ExperimentParams) -> Plan:
         where = f"experiments.{self.name}"
-        unknown = sorted(set(params.modes) - set(MODES))
+        modes = ("fork",) if params.modes == ("default",) else params.modes
+        unknown = sorted(set(modes) - set(MODES))
         if unknown:
             raise ValueError(f"{where}.modes: unknown mode {unknown[0]!r} (known: fork, exec)")
         if len(set(params.servers)) < 2:
             raise ValueError(f"{where}.servers: the fit needs at least two server counts")
         plan = Plan()
         for transport in params.transports:
-            variants = ["object"] if transport == "call" else list(params.modes)
+            variants = ["object"] if transport == "call" else list(modes)
             for variant in variants:
                 if variant == "exec" and transport != "pipe":
                     raise ValueError(f"{where}: exec'd servers speak pipe only, not {transport}")
