@@ -36,6 +36,7 @@ class RunSamples:
     machine: dict[str, object]
     values: dict[str, list[np.ndarray]]  # case name -> one array of values per worker
     failed: dict[str, str] = field(default_factory=dict)  # case name -> why it did not run
+    units: dict[str, str] = field(default_factory=dict)  # case name -> unit, when not ns
 
 
 def load_samples(path: Path) -> RunSamples:
@@ -66,9 +67,12 @@ def _from_folder(folder: Path) -> RunSamples:
         samples = samples[samples.unit.replace("", "ns").isin(LOWER_IS_BETTER)]
     names = case_names(samples)
     values: dict[str, list[np.ndarray]] = {}
+    units: dict[str, str] = {}
     for (name, _worker), rows in samples.assign(case=names).groupby(["case", "worker"]):
         values.setdefault(name, []).append(rows.value.to_numpy(float))
-    return RunSamples(folder.name, machine, values, _failed_cases(folder))
+        if "unit" in rows and rows.unit.iloc[0] not in ("", "ns"):
+            units[name] = str(rows.unit.iloc[0])
+    return RunSamples(folder.name, machine, values, _failed_cases(folder), units)
 
 
 def _failed_cases(folder: Path) -> dict[str, str]:
@@ -128,6 +132,7 @@ class Verdict:
     p_adjusted: float
     verdict: str  # slower | faster | same | unknown
     reason: str
+    unit: str = "ns"  # "slower" on bytes means larger
 
 
 def compare(base: RunSamples, new: RunSamples, threshold: float = 0.05) -> list[Verdict]:
@@ -147,7 +152,8 @@ def compare(base: RunSamples, new: RunSamples, threshold: float = 0.05) -> list[
         tests.append((name, float(np.median(np.concatenate(b))),
                       float(np.median(np.concatenate(n))), ratio, p))
     adjusted = holm([t[4] for t in tests])
-    judged = [Verdict(*t, q, *_judge(t[3], q, threshold, _floor(base, new, t[0], len(tests))))
+    judged = [Verdict(*t, q, *_judge(t[3], q, threshold, _floor(base, new, t[0], len(tests))),
+                      unit=base.units.get(t[0], "ns"))
               for t, q in zip(tests, adjusted, strict=True)]
     failed = [Verdict(name, float(np.median(np.concatenate(base.values[name]))), math.nan,
                       math.nan, math.nan, math.nan, "failed", f"failed in {new.label}: "

@@ -81,7 +81,8 @@ def series(path: Path, machine: str | None = None) -> pd.DataFrame:
     """One row per run and case, oldest first."""
     if not path.is_file():
         raise UsageError(f"history {path}: no such database (runs append to it as they finish)")
-    query = ("SELECT r.run_id, r.started, r.git_commit, r.machine_id, c.name, c.median "
+    query = ("SELECT r.run_id, r.started, r.git_commit, r.machine_id, c.name, c.median, "
+             "COALESCE(c.unit, 'ns') AS unit "
              "FROM cases c JOIN runs r USING (run_id)")
     with connect(path) as db:
         table = pd.read_sql_query(query, db)
@@ -138,10 +139,12 @@ def plot_series(table: pd.DataFrame, point: ChangePoint, folder: Path) -> Path:
     plt = pyplot()
     rows = table[table.name == point.name].reset_index(drop=True)
     fig, ax = plt.subplots(figsize=(7, 3.5))
-    ax.plot(rows.index, rows["median"] / 1000, "o-", ms=3)
+    unit = str(rows.unit.iloc[0]) if "unit" in rows else "ns"
+    scale, label = (1000, "us") if unit == "ns" else (1, unit)
+    ax.plot(rows.index, rows["median"] / scale, "o-", ms=3)
     flagged = rows.index[rows.run_id == point.run_id]
-    ax.plot(flagged, rows.loc[flagged, "median"] / 1000, "ro", ms=8, label="change point")
-    ax.set(title=point.name, xlabel="run (oldest first)", ylabel="median (us)")
+    ax.plot(flagged, rows.loc[flagged, "median"] / scale, "ro", ms=8, label="change point")
+    ax.set(title=point.name, xlabel="run (oldest first)", ylabel=f"median ({label})")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     folder.mkdir(parents=True, exist_ok=True)

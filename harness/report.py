@@ -340,10 +340,10 @@ VERDICT_STYLE = {"failed": "bold red", "slower": "bold red", "faster": "green", 
 
 def print_comparison(verdicts: list[Verdict], base: str, new: str, console: Console) -> None:
     table = Table(title=f"{new} against {base} (largest changes first)", title_justify="left")
-    for name in ("case", "base us", "new us", "change", "p (Holm)", "verdict", "why"):
-        table.add_column(name, justify="right" if name.endswith(("us", "change", ")")) else "left")
+    for name in ("case", "base", "new", "change", "p (Holm)", "verdict", "why"):
+        table.add_column(name, justify="left" if name in ("case", "verdict", "why") else "right")
     for v in verdicts:
-        table.add_row(v.case, _us(v.base_median), _us(v.new_median),
+        table.add_row(v.case, _with_unit(v.base_median, v.unit), _with_unit(v.new_median, v.unit),
                       "-" if math.isnan(v.ratio) else f"{v.ratio - 1:+.1%}",
                       "-" if math.isnan(v.p_adjusted) else f"{v.p_adjusted:.2g}",
                       f"[{VERDICT_STYLE[v.verdict]}]{v.verdict}[/]" if VERDICT_STYLE[v.verdict]
@@ -351,6 +351,16 @@ def print_comparison(verdicts: list[Verdict], base: str, new: str, console: Cons
     console.print(table)
     counts = {k: sum(v.verdict == k for v in verdicts) for k in VERDICT_STYLE}
     console.print(", ".join(f"{n} {k}" for k, n in counts.items()))
+
+
+def _with_unit(value: float, unit: str) -> str:
+    if value is None or math.isnan(value):
+        return "-"
+    if unit == "ns":
+        return f"{_us(value)} us"
+    if unit == "bytes":
+        return f"{value / 1024:.0f} KiB"
+    return f"{value:.4g} {unit}"
 
 
 def print_findings(findings: list[Finding], console: Console) -> None:
@@ -369,12 +379,14 @@ def print_history(table: pd.DataFrame, points: list[ChangePoint], console: Conso
         flagged.setdefault(point.name, []).append(point)
     out = Table(title=f"History: {table.run_id.nunique()} runs, {len(points)} change points",
                 title_justify="left")
-    for name in ("case", "runs", "first us", "last us", "trend", "change points"):
+    for name in ("case", "runs", "first", "last", "trend", "change points"):
         out.add_column(name, justify="left" if name in ("case", "change points") else "right")
     for name, rows in table.groupby("name", sort=True):
         first, last = rows["median"].iloc[0], rows["median"].iloc[-1]
+        unit = str(rows.unit.iloc[0]) if "unit" in rows else "ns"
         marks = "; ".join(f"{p.run_id}: {p.after / p.before - 1:+.1%} (z {p.z:+.1f})"
                           for p in flagged.get(name, []))
-        out.add_row(name, str(len(rows)), _us(first), _us(last), f"{last / first - 1:+.1%}",
+        out.add_row(name, str(len(rows)), _with_unit(first, unit), _with_unit(last, unit),
+                    f"{last / first - 1:+.1%}" if first else "-",
                     f"[bold red]{marks}[/]" if marks else "")
     console.print(out)
