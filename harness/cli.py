@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import shutil
 import signal
@@ -15,9 +16,11 @@ from pathlib import Path
 from types import FrameType
 from typing import NoReturn
 
+import numpy as np
 from rich.console import Console
+from rich.table import Table
 
-from harness import __version__, baseline, history
+from harness import __version__, analytic, baseline, history
 from harness.cleanup import cleanup, sweep
 from harness.compare import compare, load_samples, machine_differences
 from harness.doctor import WARN, diagnose
@@ -107,6 +110,8 @@ def build_parser() -> Parser:
     doctor = commands.add_parser("doctor", help="check this machine for what makes numbers noisy")
     doctor.set_defaults(func=cmd_doctor)
 
+    add_model_parser(commands)
+
     clean = commands.add_parser(
         "cleanup", help="remove IPC objects and processes that crashed or killed runs left"
     )
@@ -114,6 +119,63 @@ def build_parser() -> Parser:
                        help="also remove those of runs that are still running")
     clean.set_defaults(func=cmd_cleanup)
     return parser
+
+
+def _whole(text: str) -> int:
+    """A count such as 20000000, 2e7 or 20_000_000."""
+    try:
+        value = float(text.replace("_", ""))
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0 or value != int(value):
+        raise argparse.ArgumentTypeError(f"not a whole, non-negative number: {text!r}")
+    return int(value)
+
+
+def add_model_parser(commands: argparse._SubParsersAction) -> None:
+    model = commands.add_parser(
+        "model", help="analytic calculators of the seed's formulas, with Monte Carlo checks",
+        description="Closed-form models from the seed; --simulate N prints a Monte Carlo "
+                    "estimate (value ± standard error) beside each formula.")
+    kinds = model.add_subparsers(dest="model", required=True, parser_class=Parser)
+    surface = kinds.add_parser(
+        "attack-surface", help="R = f - n_s delta / S_m: attack surface taken as kernel size",
+        description="Attack-surface reduction of moving a fraction f of a monolithic kernel "
+                    "(S_m lines) into n_s user-space servers that each leave delta lines of "
+                    "glue in the kernel: S_uk = (1-f) S_m + n_s delta, R = f - n_s delta / S_m.")
+    surface.add_argument("--fraction", "--f", dest="fraction", type=float, required=True,
+                         metavar="F", help="fraction of the monolithic code moved out, 0..1")
+    surface.add_argument("--servers", type=_whole, required=True, metavar="N_S",
+                         help="number of user-space servers n_s")
+    surface.add_argument("--delta", "--glue", dest="delta", type=_whole, required=True,
+                         metavar="LINES", help="kernel glue (IPC, stubs) per server, lines")
+    surface.add_argument("--size", type=_whole, required=True, metavar="LINES",
+                         help="monolithic kernel size S_m, lines (2e7 and 20_000_000 work)")
+    surface.add_argument("--bug-density", type=float, default=1e-3, metavar="P",
+                         help="bugs per line for --simulate (default: 0.001)")
+    drift = kinds.add_parser(
+        "drift", help="interface drift: risk that a module misses a compatibility window",
+        description="Incompatible changes arrive at rate lambda_d, module updates at rate mu "
+                    "(Poisson, independent); a change breaks the module when no update comes "
+                    "within the window. P(>= 1 breakage) is given for per-change fixes (the "
+                    "Poisson formula, an upper bound) and for one release stream that fixes "
+                    "every pending change (exact, numerical). Rates are per unit time and the "
+                    "window and horizon are in that same unit (e.g. per year and years).")
+    drift.add_argument("--change-rate", type=float, required=True, metavar="LAMBDA_D",
+                       help="incompatible interface changes per unit time")
+    drift.add_argument("--update-rate", type=float, required=True, metavar="MU",
+                       help="module updates (releases) per unit time")
+    drift.add_argument("--window", type=float, required=True, metavar="DELTA",
+                       help="compatibility window after each change, in time units")
+    drift.add_argument("--horizon", type=float, default=1.0, metavar="T",
+                       help="period the risk is counted over, in time units (default: 1)")
+    drift.add_argument("--risk", type=float, default=0.05,
+                       help="target P(>= 1 breakage) for the window it needs (default: 0.05)")
+    for sub in (surface, drift):
+        sub.add_argument("--simulate", type=int, metavar="N", default=0,
+                         help="also run N Monte Carlo trials and print them beside the formula")
+        sub.add_argument("--seed", type=int, default=0, help="Monte Carlo seed (default: 0)")
+    model.set_defaults(func=cmd_model)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -311,4 +373,37 @@ def cmd_history(args: argparse.Namespace) -> int:
     print_history(table, points, summary_console())
     for path in plots:
         print(f"plot: {path}")
+    return 0
+
+
+def cmd_model(args: argparse.Namespace) -> int:
+    if args.simulate < 0 or args.simulate == 1:
+        raise UsageError(f"--simulate {args.simulate}: give at least 2 trials (or 0 for none)")
+    rng = np.random.default_rng(args.seed)
+    try:
+        if args.model == "attack-surface":
+            surface = None
+            if args.simulate:
+                surface = analytic.simulate_attack_surface(
+                    args.fraction, args.servers, args.delta, args.size, args.bug_density, rng,
+                    args.simulate)
+            tables = analytic.attack_surface_tables(args.fraction, args.servers, args.delta,
+                                                    args.size, surface, args.bug_density)
+        else:
+            shared = independent = None
+            params = (args.change_rate, args.update_rate, args.window, args.horizon)
+            if args.simulate:
+                shared = analytic.simulate_drift(*params, rng, args.simulate, "shared")
+                independent = analytic.simulate_drift(*params, rng, args.simulate, "independent")
+            tables = analytic.drift_tables(*params, args.risk, shared, independent)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    console = summary_console()
+    for title, (header, body) in tables:
+        table = Table(title=title, title_justify="left")
+        for name in header:
+            table.add_column(name, justify="left" if name in ("quantity", "formula") else "right")
+        for row in body:
+            table.add_row(*row)
+        console.print(table)
     return 0
