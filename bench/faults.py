@@ -1,0 +1,274 @@
+"""Experiment: fault isolation and availability, ``A = 1/(1 + lambda*d)`` (renewal model).
+
+S stateful servers (``servers.faults``) answer a steady stream of requests,
+each carrying an id and a CRC32; every reply carries the server's whole state
+and is checked. Crashes come as a Poisson process of rate lambda
+(``crash_rate``, per second of up time): ``kill`` sends SIGKILL, ``raise``
+plants a bug that raises in the next request's handler. The client, which is
+also the supervisor, detects the death (EOF or EPIPE on the next request to
+that server), reaps it, forks a fresh server, re-sends its state and retries
+the request in flight. The outage of one crash, ``d`` = detection + restart +
+first good reply, is the microkernel's ``t_s``; stopping every server at once
+and restarting the whole set with all its state is the monolithic reboot
+``t_r``. Renewal theory gives the long-run availability ``A = 1/(1 + lambda*d)``
+with d the *mean* recovery time, and the improvement of restarting one server
+over rebooting everything ``I = (1 + lambda*t_r)/(1 + lambda*t_s)``.
+
+The measured availability is the fraction of the window in which every
+service would answer a request at once: 1 - (sum of outages, each from the
+crash to the restarted server's first good reply) / window. One crash is
+outstanding at a time and the next up time is drawn after recovery, as the
+model assumes. ``lost_requests`` counts requests not answered exactly once
+(checked against the servers' state too); it must be 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from harness.experiment import Experiment, ExperimentParams, ModelRow, Plan, Section, probe_cases
+from harness.plots import pyplot, save
+from harness.samples import Estimate, select
+from harness.stats import BOOTSTRAP_RESAMPLES, interval, seeded_rng
+from servers.faults import MAX_PAYLOAD
+
+MODES = ("kill", "raise")
+TRANSPORTS = ("pipe", "uds")  # a dead server must show as EOF on its channel
+TIMES = ("restart_d", "restart_detect", "restart_spawn", "restart_reply", "reboot_t_r")
+RATIOS = ("availability_measured", "availability_predicted")
+COUNTS = ("crashes_injected", "restarts", "retried_requests", "requests_answered",
+          "lost_requests", "duplicate_requests", "corrupt_replies")
+METRICS = {**dict.fromkeys(TIMES, "ns"), **dict.fromkeys(RATIOS, "ratio"),
+           **dict.fromkeys(COUNTS, "count")}
+# Far below 1/d (d is milliseconds): crashes must not overlap for the model to hold.
+MAX_CRASH_RATE = 100.0
+LAMBDAS = np.logspace(-3, 2, 16)  # per second, for the A and I table
+TEXT_T_S, TEXT_T_R = 1.2, 60.0  # the seed's example, seconds
+KEYS = ["transport", "variant", "k", "level"]
+
+
+def availability(rate: float, d: float) -> float:
+    """Renewal theory: up ~ Exp(rate), down d (same time unit as 1/rate)."""
+    return 1.0 / (1.0 + rate * d)
+
+
+def improvement(rate: float, t_r: float, t_s: float) -> float:
+    """How many times less downtime-weighted unavailability restarting one server gives."""
+    return (1.0 + rate * t_r) / (1.0 + rate * t_s)
+
+
+def mean_estimate(rows: pd.DataFrame, label: str) -> Estimate:
+    """Mean of the values, with a cluster-bootstrap interval that resamples workers."""
+    values = rows.value.to_numpy(float)
+    if values.size == 0:
+        raise ValueError(f"{label}: no samples")
+    groups = [values[rows.worker.to_numpy() == w] for w in np.unique(rows.worker)]
+    sums = np.array([g.sum() for g in groups])
+    sizes = np.array([g.size for g in groups], float)
+    pick = seeded_rng(label).integers(len(groups), size=(BOOTSTRAP_RESAMPLES, len(groups)))
+    low, high = interval(sums[pick].sum(axis=1) / sizes[pick].sum(axis=1))
+    return float(values.mean()), low, high
+
+
+def _rows(transport: str, variant: str,
+          k: int) -> Callable[[str, Estimate, str, str], ModelRow]:
+    """A ModelRow maker for one case: name, (value, low, high), unit, method."""
+
+    def row(name: str, value: Estimate, unit: str, method: str) -> ModelRow:
+        return ModelRow(name, transport, value[0], unit, value[1], value[2], method,
+                        placement="same-cpu", k=k, variant=variant)
+
+    return row
+
+
+class Faults(Experiment):
+    name = "faults"
+    description = "crash, detect, restart: availability 1/(1 + lambda d) against a full reboot"
+    accepted = ("transports", "servers", "modes", "duration_s", "crash_rate", "payload_bytes")
+
+    def plan(self, params: ExperimentParams) -> Plan:
+        where = f"experiments.{self.name}"
+        transports = params.transports
+        if transports == ExperimentParams.transports:  # not given: pipes, as the seed's servers
+            transports = ("pipe",)
+        bad = sorted(set(transports) - set(TRANSPORTS))
+        if bad:
+            raise ValueError(f"{where}.transports: {bad[0]!r} cannot carry this experiment "
+                             "(a crash must show as EOF: pipe or uds)")
+        modes = MODES if params.modes == ExperimentParams.modes else params.modes  # not given
+        unknown = sorted(set(modes) - set(MODES))
+        if unknown:
+            raise ValueError(f"{where}.modes: unknown mode {unknown[0]!r} (known: kill, raise)")
+        if params.crash_rate > MAX_CRASH_RATE:
+            raise ValueError(f"{where}.crash_rate: at most {MAX_CRASH_RATE:g} per second (a "
+                             "restart takes milliseconds; crashes must be far apart)")
+        too_big = [p for p in params.payload_bytes if p > MAX_PAYLOAD]
+        if too_big:
+            raise ValueError(f"{where}.payload_bytes: {too_big[0]} B is more than one atomic "
+                             f"pipe frame holds here (at most {MAX_PAYLOAD} B)")
+        plan = Plan()
+        for transport in transports:
+            for mode in modes:
+                for n in params.servers:
+                    for size in params.payload_bytes:
+                        plan.runnable += probe_cases(
+                            self.name, transport, METRICS, k=n, variant=mode,
+                            level=params.crash_rate, duration_s=params.duration_s,
+                            payload_bytes=size)
+        return plan
+
+    def _mine(self, samples: pd.DataFrame) -> pd.DataFrame:
+        return select(samples, experiment=self.name)
+
+    def model(self, samples: pd.DataFrame) -> list[ModelRow]:
+        rows: list[ModelRow] = []
+        for (transport, variant, k, rate), sub in self._mine(samples).groupby(KEYS):
+            label = f"{self.name}/{transport}/{variant}/k{k}"
+            row = _rows(transport, variant, int(k))
+            means = {m: mean_estimate(select(sub, metric=m), f"{label}/{m}") for m in TIMES}
+            for metric in TIMES:
+                each = "reboots" if metric == "reboot_t_r" else "crashes"
+                rows.append(row(metric, means[metric], "ns",
+                                f"mean over {each}, workers bootstrapped"))
+            d = select(sub, metric="restart_d").value
+            rows.append(row("restart_d_median", (float(np.median(d)), np.nan, np.nan), "ns",
+                            "median over crashes"))
+            measured = mean_estimate(select(sub, metric="availability_measured"),
+                                     f"{label}/availability")
+            # A falls as d grows: the interval of d, mapped, is the interval of A.
+            t_s = means["restart_d"]
+            predicted = (availability(rate, t_s[0] / 1e9), availability(rate, t_s[2] / 1e9),
+                         availability(rate, t_s[1] / 1e9))
+            rows += [
+                row("availability_measured", measured, "ratio",
+                    "1 - outage/window, mean over batches, workers bootstrapped"),
+                row("availability_predicted", predicted, "ratio",
+                    f"1/(1 + lambda*d), lambda = {rate:g}/s, d = mean restart_d"),
+                row("availability_gap_pp", (100 * (measured[0] - predicted[0]), np.nan, np.nan),
+                    "pp", "measured - predicted, percentage points"),
+                row("improvement_I", (improvement(rate, means["reboot_t_r"][0] / 1e9,
+                                                  t_s[0] / 1e9), np.nan, np.nan), "ratio",
+                    f"(1 + lambda*t_r)/(1 + lambda*t_s) at lambda = {rate:g}/s"),
+            ]
+            for metric in COUNTS:
+                total = float(select(sub, metric=metric).value.sum())
+                rows.append(row(metric, (total, np.nan, np.nan), "count",
+                                "sum over workers and batches"))
+        return rows
+
+    def tables(self, samples: pd.DataFrame) -> dict[str, pd.DataFrame]:
+        mine = self._mine(samples)
+        if mine.empty:
+            return {}
+        summary, curves = [], []
+        for (transport, variant, k, rate), sub in mine.groupby(KEYS):
+            values = {m: select(sub, metric=m).value for m in METRICS}
+            t_s = float(values["restart_d"].mean()) / 1e9
+            t_r = float(values["reboot_t_r"].mean()) / 1e9
+            key = {"transport": transport, "variant": variant, "servers": int(k)}
+            summary.append({
+                **key, "crash_rate": rate, "t_s_ns": t_s * 1e9,
+                "t_s_median_ns": float(values["restart_d"].median()), "t_r_ns": t_r * 1e9,
+                **{f"{m}_ns": float(values[m].mean()) for m in TIMES[1:4]},
+                **{m: float(values[m].mean()) for m in RATIOS},
+                **{m: int(values[m].sum()) for m in COUNTS},
+            })
+            for lam in LAMBDAS:
+                curves.append({
+                    **key, "lambda_per_s": lam, "t_s_ns": t_s * 1e9, "t_r_ns": t_r * 1e9,
+                    "A_microkernel": availability(lam, t_s),
+                    "A_monolithic": availability(lam, t_r),
+                    "I": improvement(lam, t_r, t_s),
+                    "I_text": improvement(lam, TEXT_T_R, TEXT_T_S),
+                })
+        return {"faults": pd.DataFrame(summary), "faults_availability": pd.DataFrame(curves)}
+
+    def plots(self, samples: pd.DataFrame, model: list[ModelRow],
+              tables: dict[str, pd.DataFrame], folder: Path) -> list[Path]:
+        curves, summary = tables.get("faults_availability"), tables.get("faults")
+        if curves is None or curves.empty or summary is None:
+            return []
+        plt = pyplot()
+        fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+        colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+        groups = curves.groupby(["transport", "variant", "servers"])
+        for colour, ((transport, variant, k), sub) in zip(colours * 4, groups, strict=False):
+            label = f"{transport} {variant} S={k}"
+            left.plot(sub.lambda_per_s, sub.A_microkernel, "-", color=colour,
+                      label=f"{label}: restart one (t_s)")
+            left.plot(sub.lambda_per_s, sub.A_monolithic, "--", color=colour,
+                      label=f"{label}: reboot all (t_r)")
+            right.plot(sub.lambda_per_s, sub.I, "-", color=colour, label=label)
+            point = summary[(summary.transport == transport) & (summary.variant == variant)
+                            & (summary.servers == k)]
+            left.plot(point.crash_rate, point.availability_measured, "o", color=colour,
+                      label=f"{label}: measured")
+            left.plot(point.crash_rate, point.availability_predicted, "x", color=colour, ms=9)
+        right.plot(LAMBDAS, [improvement(lam, TEXT_T_R, TEXT_T_S) for lam in LAMBDAS], ":",
+                   color="grey",
+                   label=f"text: t_r {TEXT_T_R:g} s, t_s {TEXT_T_S:g} s")
+        for ax in (left, right):
+            ax.set_xscale("log")
+            ax.set_xlabel("crash rate lambda, per second")
+        left.set_ylabel("availability A = 1/(1 + lambda d)")
+        left.set_title("Availability (o measured, x predicted at the measured d)")
+        right.set_yscale("log")
+        right.set_ylabel("I = (1 + lambda t_r)/(1 + lambda t_s)")
+        right.set_title("Improvement of restarting one server over a full reboot")
+        left.legend(fontsize=6)
+        right.legend(fontsize=7)
+        return [save(fig, folder / "faults.png")]
+
+    def report(self, results: pd.DataFrame, model: list[ModelRow],
+               tables: dict[str, pd.DataFrame], plots: list[str]) -> list[Section]:
+        params = {(m.transport, m.variant, m.k, m.parameter): m for m in model
+                  if m.parameter in (*TIMES, *RATIOS, *COUNTS, "availability_gap_pp",
+                                     "improvement_I", "restart_d_median")}
+        keys = sorted({key[:3] for key in params})
+        summary = tables.get("faults", pd.DataFrame())
+        rows = []
+        for key in keys:
+            def get(name: str) -> ModelRow:
+                return params[(*key, name)]  # noqa: B023
+
+            def ms(name: str, ci: bool = False) -> str:
+                m = get(name)
+                text = f"{m.value / 1e6:.2f}"
+                return f"{text} ({m.ci_low / 1e6:.2f}-{m.ci_high / 1e6:.2f})" if ci else text
+
+            match = summary[(summary.transport == key[0]) & (summary.variant == key[1])
+                            & (summary.servers == key[2])] if not summary.empty else summary
+            rate = float(match.crash_rate.iloc[0]) if not match.empty else float("nan")
+            rows.append([
+                f"{key[0]} {key[1]} S={key[2]}", f"{rate:g}",
+                f"{get('crashes_injected').value:.0f}", f"{get('lost_requests').value:.0f}",
+                ms("restart_d", ci=True), ms("restart_d_median"),
+                f"{ms('restart_detect')} / {ms('restart_spawn')} / {ms('restart_reply')}",
+                ms("reboot_t_r", ci=True),
+                f"{get('availability_measured').value:.4f}",
+                f"{get('availability_predicted').value:.4f}",
+                f"{get('availability_gap_pp').value:+.2f}",
+                f"{get('improvement_I').value:.2f}",
+            ])
+        note = ("t_s = d: from the crash to the restarted server's first good reply (mean, 95% "
+                "CI over workers; the renewal formula needs the mean). detect: until the next "
+                "request to the dead server fails (EOF/EPIPE; the kernel closes a dying "
+                "process's files only after tearing down its memory); restart: reap, fork, "
+                "ready, state re-sent; reply: the retried request answered. t_r: SIGKILL every "
+                "server, restart the whole set with its state, one good reply from each - the "
+                "service set's reboot, not a machine's. Measured A = 1 - sum(d)/window; "
+                "predicted = 1/(1 + lambda*mean d). Every request is checked (id, CRC, echo, "
+                "server state): lost must be 0. faults_availability.csv has A and I for "
+                "lambda from 0.001 to 100 per second.")
+        return [Section("Faults: A = 1/(1 + lambda d), I = (1 + lambda t_r)/(1 + lambda t_s)",
+                        ["case", "lambda /s", "crashes", "lost", "t_s=d ms (CI)", "d median",
+                         "detect/restart/reply ms", "t_r ms (CI)", "A measured",
+                         "A predicted", "gap pp", "I"],
+                        rows, note, [p for p in plots if p == "faults.png"])]
+
+
+EXPERIMENT = Faults()
