@@ -46,11 +46,13 @@ class ExperimentParams:
     service_us: float = 200.0  # mean service time (contention), mean work per request
     crash_rate: float = 1.0  # injected crashes per second (faults)
     file_bytes: int = 0  # input size (layers); 0 = everything the probe finds
+    workers: int = 0  # worker processes per case; 0: the suite's [settings] workers
 
     @classmethod
     def from_table(
         cls, where: str, table: dict[str, Any], accepted: tuple[str, ...]
     ) -> ExperimentParams:
+        accepted = (*accepted, "workers")  # every experiment may run fewer or more workers
         unknown = sorted(set(table) - set(accepted))
         if unknown:
             raise ValueError(
@@ -107,6 +109,8 @@ class ExperimentParams:
                 raise ValueError(f"{where}.{key}: must be > 0")
         if self.file_bytes < 0:
             raise ValueError(f"{where}.file_bytes: must be >= 0")
+        if self.workers < 0:
+            raise ValueError(f"{where}.workers: must be >= 1 (or 0 for the suite's setting)")
 
 
 def _is(value: Any, kind: type) -> bool:

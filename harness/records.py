@@ -51,6 +51,7 @@ class Case:
     level: float = 0.0
     seed: int = 0
     duration_s: float = 0.0
+    workers: int = 0  # worker processes; 0: the suite's setting (not saved: how, not what)
 
     @property
     def name(self) -> str:

@@ -44,13 +44,16 @@ class Runner:
             case = result.case
             groups.setdefault(case.measurement if case.topology == PROBE else case,
                               []).append(result)
-        passes = self.settings.workers
         # No refresh thread: it would wake up beside the timed loop ten times a second.
         with Progress(*columns, console=self.console, transient=True,
                       auto_refresh=False) as progress:
-            bar = progress.add_task("workers", total=len(groups) * passes)
+            wanted = {key: key.workers or self.settings.workers for key in groups}
+            passes = max(wanted.values(), default=0)
+            bar = progress.add_task("workers", total=sum(wanted.values()))
             for number in range(passes):
-                for group in groups.values():
+                for key, group in groups.items():
+                    if number >= wanted[key]:
+                        continue
                     progress.update(bar, refresh=True, description=f"pass {number + 1}/"
                                     f"{passes} {group[0].case.name}")
                     self._add_worker(group)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from importlib.metadata import entry_points
 from importlib.resources import files
 from pathlib import Path
@@ -28,6 +28,8 @@ class Suite:
         plan = Plan()
         for experiment, params in self.experiments:
             part = experiment.plan(params)
+            if params.workers:
+                part.runnable = [replace(c, workers=params.workers) for c in part.runnable]
             plan.runnable += part.runnable
             plan.skipped += part.skipped
         return plan

@@ -23,6 +23,29 @@ timeout_s = 10.0
 [experiments.footprint]
 transports = ["call", "pipe"]
 servers = [1, 3]
+workers = 3
+
+[experiments.boot]
+transports = ["call", "pipe"]
+modes = ["fork"]
+servers = [1, 2]
+
+[experiments.faults]
+transports = ["pipe"]
+modes = ["kill"]
+servers = [2]
+duration_s = 0.05
+crash_rate = 40.0
+
+[experiments.layers]
+transports = ["call"]
+modes = ["c-then-e", "e-then-c"]
+file_bytes = 131072
+
+[experiments.deadlock]
+transports = ["call", "pipe"]
+servers = [4, 8]
+modes = ["cyclic"]
 """
 
 
@@ -42,18 +65,27 @@ def test_probe_rows_carry_metric_and_unit(system_run):
     assert set(footprint.unit) == {"bytes"}
     assert {"uss_total", "pss_total", "pte_total"} <= set(footprint.metric)
     assert (footprint.status == "ok").all()
-    # Two workers, one value each, per case.
-    assert (footprint.n == 2).all()
+    # The experiment's own workers = 3 overrides the suite's 2; one value each.
+    assert (footprint.n == 3).all()
+    others = results[results.experiment != "footprint"]
+    assert (others.status == "ok").all(), others[others.status != "ok"].note.tolist()
+    assert set(others.experiment) == {"boot", "faults", "layers", "deadlock"}
 
 
 def test_model_and_report_sections(system_run):
     model = pd.read_csv(system_run / "model.csv")
     fitted = model[model.parameter == "footprint_M_s"]
     assert set(fitted.variant) == {"fork", "object"}
-    assert (system_run / "footprint.png").is_file()
+    for parameter in ("boot_b0", "boot_b_s", "restart_d", "reboot_t_r", "lost_requests",
+                      "availability_measured", "availability_predicted"):
+        assert parameter in set(model.parameter), parameter
+    lost = model[model.parameter == "lost_requests"]
+    assert (lost.value == 0).all()
+    for plot in ("footprint.png", "boot.png", "faults.png", "layers.png", "deadlock.png"):
+        assert (system_run / plot).is_file(), plot
     html = (system_run / "report.html").read_text()
     assert "Footprint: M_total = M_k + N M_s" in html
-    assert "data:image/png;base64," in html
+    assert html.count("data:image/png;base64,") >= 5
 
 
 def test_fit_and_reload_reproduce_the_run(system_run):
