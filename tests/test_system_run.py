@@ -46,6 +46,13 @@ file_bytes = 131072
 transports = ["call", "pipe"]
 servers = [4, 8]
 modes = ["cyclic"]
+
+[experiments.contention]
+transports = ["shm", "call"]
+servers = [4]
+levels = [0.3, 0.6]
+duration_s = 0.05
+service_us = 500.0
 """
 
 
@@ -69,7 +76,7 @@ def test_probe_rows_carry_metric_and_unit(system_run):
     assert (footprint.n == 3).all()
     others = results[results.experiment != "footprint"]
     assert (others.status == "ok").all(), others[others.status != "ok"].note.tolist()
-    assert set(others.experiment) == {"boot", "faults", "layers", "deadlock"}
+    assert set(others.experiment) == {"boot", "faults", "layers", "deadlock", "contention"}
 
 
 def test_model_and_report_sections(system_run):
@@ -77,15 +84,16 @@ def test_model_and_report_sections(system_run):
     fitted = model[model.parameter == "footprint_M_s"]
     assert set(fitted.variant) == {"fork", "object"}
     for parameter in ("boot_b0", "boot_b_s", "restart_d", "reboot_t_r", "lost_requests",
-                      "availability_measured", "availability_predicted"):
+                      "availability_measured", "availability_predicted", "mm1_max_rel_error"):
         assert parameter in set(model.parameter), parameter
     lost = model[model.parameter == "lost_requests"]
     assert (lost.value == 0).all()
-    for plot in ("footprint.png", "boot.png", "faults.png", "layers.png", "deadlock.png"):
+    for plot in ("footprint.png", "boot.png", "faults.png", "layers.png", "deadlock.png",
+                 "contention.png"):
         assert (system_run / plot).is_file(), plot
     html = (system_run / "report.html").read_text()
     assert "Footprint: M_total = M_k + N M_s" in html
-    assert html.count("data:image/png;base64,") >= 5
+    assert html.count("data:image/png;base64,") >= 6
 
 
 def test_fit_and_reload_reproduce_the_run(system_run):

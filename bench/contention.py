@@ -1,0 +1,322 @@
+"""Experiment: a lock at a subsystem boundary as an M/M/1 queue (the seed's contention model).
+
+P sources (processes sharing a POSIX semaphore, transport ``shm``; or threads
+sharing a ``threading.Lock``, transport ``call``) request the lock as a
+Poisson process of total rate lambda = rho * mu and hold it for exponential
+times of mean s = 1/mu (``service_us``). The mean wait w (arrival to grant)
+is set against the M/M/1 prediction
+
+    Wq = rho / (mu - lambda)        and the slowdown   S = 1 + w / t_work,
+
+with t_work = s: every unit of work an operation does here is inside the
+critical section (outside it a source sleeps, which sets lambda and is not
+work), so the predicted S is 1/(1 - rho). ``mm1_max_rel_error`` is the largest
+|Wq - w| / w over rho <= 0.7.
+
+What a real lock adds, and the better model: a waiter is woken when the
+holder releases, and that hand-off latency h (measured: grant minus the
+previous release, for requests that were blocked) is lock time nobody
+works in; holds are not exactly exponential. The Pollaczek-Khinchine M/G/1
+wait with the measured lambda, hold mean and variance, and h added to every
+hold, ``lambda E[(s+h)^2] / (2 (1 - lambda (E[s] + h)))``, is the second
+prediction (``mg1h_max_rel_error``). A replay of the very arrivals and holds
+of each run through an ideal FIFO lock (Lindley's recursion; h paid by each
+request that finds the lock held) separates the lock's behaviour from the
+run's statistical luck, which is large: a run of T seconds averages over
+only T (1 - sqrt(rho))^2 / s relaxation times of the queue
+(``replay_max_rel_error``). The wake-up lag (a sleeping source runs late:
+timer, a CPU the spinning holder occupies, or the GIL) is measured apart;
+``delay`` = lag + wait is the time from the Poisson arrival to the grant.
+
+Variant ``kill`` SIGKILLs holders mid-section: the probe reaps them, releases
+the semaphore for them and restarts the source (``recovered_locks``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bench.probes.contention import KILL_METRICS, METRICS, VARIANTS, mm1_wait, pk_wait
+from harness.experiment import Experiment, ExperimentParams, ModelRow, Plan, Section, probe_cases
+from harness.plots import pyplot, save
+from harness.samples import select
+from harness.stats import CONFIDENCE, seeded_rng
+
+TRANSPORTS = {"shm": "processes, POSIX semaphore", "call": "threads, threading.Lock"}
+RHO_FIT_MAX = 0.7  # the goal's range: beyond it the waits' variance needs long runs
+RESAMPLES = 1000
+KEY = ["transport", "variant", "k", "level"]
+
+
+MEANS = ("wait_us", "delay_us", "lock_wait_us", "lag_us", "hold_us", "hold_cv2", "replay_us")
+
+
+def per_worker(sub: pd.DataFrame) -> pd.DataFrame:
+    """One level's runs: a row per worker (one run each), a column per metric."""
+    return sub.pivot_table(index="worker", columns="metric", values="value")
+
+
+def pooled(wide: pd.DataFrame | dict[str, np.ndarray]) -> dict[str, float]:
+    """One level's estimates, pooled over its runs (rows of ``per_worker``).
+
+    Means of requests are weighted by each run's request count, the hand-off
+    by its count of hand-offs. (A median of run means would be biased low: at
+    high rho a run's mean wait is skewed right.)
+    """
+    n = np.asarray(wide["acquisitions"], float)
+    out = {m: float(np.dot(np.asarray(wide[m], float), n) / n.sum()) for m in MEANS}
+    handoffs = np.asarray(wide["handoffs"], float)
+    out["handoff_us"] = float(np.dot(np.asarray(wide["handoff_us"], float), handoffs)
+                              / handoffs.sum()) if handoffs.sum() else 0.0
+    out["rate_hz"] = float(np.mean(wide["rate_hz"]))
+    out["acquisitions"] = float(n.sum())
+    out["workers"] = float(len(n))
+    if "recovered_locks" in wide:
+        out["recovered_locks"] = float(np.sum(wide["recovered_locks"]))
+        out["recovery_us"] = float(np.mean(wide["recovery_us"]))
+    return out
+
+
+def predictions(level: float, service_us: float, est: dict[str, float]) -> dict[str, float]:
+    """M/M/1 from the set rho and s; M/G/1 with the measured lambda, holds and hand-off."""
+    rate = est["rate_hz"] * 1e-6  # per us
+    mean = est["hold_us"] + est["handoff_us"]
+    # A constant h added to each hold leaves the variance alone: cv2 rescales to (s + h).
+    cv2 = est["hold_cv2"] * est["hold_us"] ** 2 / mean ** 2
+    return {"mm1_us": mm1_wait(level, service_us), "mg1h_us": pk_wait(rate, mean, cv2)}
+
+
+def rel_error(predicted: float, measured: float) -> float:
+    return abs(predicted - measured) / measured if measured > 0 else float("inf")
+
+
+Runs = dict[str, np.ndarray]  # one level: metric -> a value per worker
+
+
+def errors(levels: dict[float, Runs], service_us: float) -> dict[str, float]:
+    """Each model's largest relative error over the levels given."""
+    found: dict[str, list[float]] = {}
+    for level, wide in levels.items():
+        est = pooled(wide)
+        pred = predictions(level, service_us, est)
+        for name, predicted, measured in (
+                ("mm1_max_rel_error", pred["mm1_us"], est["wait_us"]),
+                ("mg1h_max_rel_error", pred["mg1h_us"], est["wait_us"]),
+                ("replay_max_rel_error", est["replay_us"], est["wait_us"]),
+                ("mm1_delay_max_rel_error", pred["mm1_us"], est["delay_us"])):
+            found.setdefault(name, []).append(rel_error(predicted, measured))
+    return {name: max(values) for name, values in found.items()}
+
+
+def ci(draws: np.ndarray) -> tuple[float, float]:
+    """Percentile interval that survives infinite draws (a level resampled to rho >= 1)."""
+    tail = (1 - CONFIDENCE) / 2 * 100
+    low, high = np.percentile(draws, [tail, 100 - tail], method="nearest")
+    return float(low), float(high)
+
+
+def draw_errors(levels: dict[float, Runs], service_us: float,
+                label: str) -> dict[str, np.ndarray]:
+    """Bootstrap of the maxima: resample each level's workers, recompute every error."""
+    rng = seeded_rng(label)
+    draws: dict[str, list[float]] = {}
+    for _ in range(RESAMPLES):
+        picked = {}
+        for level, wide in levels.items():
+            count = len(wide["acquisitions"])
+            rows = rng.integers(count, size=count)
+            picked[level] = {m: values[rows] for m, values in wide.items()}
+        for name, value in errors(picked, service_us).items():
+            draws.setdefault(name, []).append(value)
+    return {name: np.array(values) for name, values in draws.items()}
+
+
+class Contention(Experiment):
+    name = "contention"
+    description = "a lock as an M/M/1 queue: measured wait against rho/(mu - lambda)"
+    accepted = ("transports", "modes", "servers", "levels", "duration_s", "service_us")
+
+    def plan(self, params: ExperimentParams) -> Plan:
+        where = f"experiments.{self.name}"
+        unset = ExperimentParams()  # keys the suite left out: this experiment's own defaults
+        transports = ("shm", "call") if params.transports == unset.transports \
+            else params.transports
+        modes = ("busy",) if params.modes == unset.modes else params.modes
+        for name in transports:
+            if name not in TRANSPORTS:
+                raise ValueError(f"{where}.transports: {name!r} is not a lock here "
+                                 "(known: shm = processes and a POSIX semaphore, "
+                                 "call = threads and a threading.Lock)")
+        unknown = sorted(set(modes) - set(VARIANTS))
+        if unknown:
+            raise ValueError(f"{where}.modes: unknown mode {unknown[0]!r} "
+                             f"(known: {', '.join(VARIANTS)})")
+        if "kill" in modes and "shm" not in transports:
+            raise ValueError(f"{where}.modes: kill needs transport shm (a thread cannot be "
+                             "killed alone)")
+        bad = [rho for rho in params.levels if not 0 < rho < 1]
+        if bad:
+            raise ValueError(f"{where}.levels: rho must be between 0 and 1 (exclusive), "
+                             f"not {bad[0]:g}")
+        if params.service_us < 1:
+            raise ValueError(f"{where}.service_us: must be >= 1 (whole microseconds)")
+        plan = Plan()
+        for transport in transports:
+            for variant in modes:
+                if variant == "kill" and transport != "shm":
+                    continue
+                metrics = {**METRICS, **(KILL_METRICS if variant == "kill" else {})}
+                for sources in params.servers:
+                    for rho in params.levels:
+                        # The case's ``iterations`` carries service_us (work per request).
+                        plan.runnable += probe_cases(
+                            self.name, transport, metrics, k=sources, variant=variant,
+                            level=rho, duration_s=params.duration_s,
+                            iterations=round(params.service_us))
+        return plan
+
+    def _mine(self, samples: pd.DataFrame) -> pd.DataFrame:
+        return select(samples, experiment=self.name)
+
+    def tables(self, samples: pd.DataFrame) -> dict[str, pd.DataFrame]:
+        mine = self._mine(samples)
+        if mine.empty:
+            return {}
+        rows = []
+        for key, sub in mine.groupby(KEY, sort=True):
+            transport, variant, k, level = key
+            service = float(sub.iterations.iloc[0])
+            est = pooled(per_worker(sub))
+            pred = predictions(level, service, est)
+            rows.append({
+                "transport": transport, "variant": variant, "sources": int(k), "rho": level,
+                "service_us": service, **est, **pred,
+                "mm1_rel_error": rel_error(pred["mm1_us"], est["wait_us"]),
+                "mg1h_rel_error": rel_error(pred["mg1h_us"], est["wait_us"]),
+                "replay_rel_error": rel_error(est["replay_us"], est["wait_us"]),
+                "mm1_delay_rel_error": rel_error(pred["mm1_us"], est["delay_us"]),
+                "slowdown": 1 + est["wait_us"] / est["hold_us"],
+                "slowdown_mm1": 1 / (1 - level),
+            })
+        return {"contention": pd.DataFrame(rows)}
+
+    def model(self, samples: pd.DataFrame) -> list[ModelRow]:
+        mine = self._mine(samples)
+        mine = mine[mine.level <= RHO_FIT_MAX + 1e-9]
+        rows = []
+        for (transport, variant, k), group in mine.groupby(["transport", "variant", "k"]):
+            label = f"{self.name}/{transport}/{variant}/{k}"
+            service = float(group.iterations.iloc[0])
+            levels = {level: {m: col.to_numpy(float) for m, col in per_worker(sub).items()}
+                      for level, sub in group.groupby("level")}
+            point = errors(levels, service)
+            draws = draw_errors(levels, service, label)
+            common = dict(placement="same-cpu", k=int(k), variant=variant)
+            method = (f"max over rho <= {RHO_FIT_MAX:g} of |predicted - measured| / measured "
+                      "mean wait; workers bootstrapped")
+            for name, value in point.items():
+                low, high = ci(draws[name])
+                rows.append(ModelRow(name, transport, value, "ratio", low, high, method,
+                                     **common))
+            ests = [pooled(wide) for wide in levels.values()]
+            handoff = np.mean([e["handoff_us"] for e in ests])
+            lag = np.mean([e["lag_us"] for e in ests])
+            rows += [
+                ModelRow("contention_handoff_us", transport, float(handoff), "us", np.nan,
+                         np.nan, "mean hand-off (release to a blocked waiter's grant), "
+                         f"averaged over rho <= {RHO_FIT_MAX:g}", **common),
+                ModelRow("contention_wake_lag_us", transport, float(lag), "us", np.nan, np.nan,
+                         "mean lateness of a sleeping source at its arrival, averaged over "
+                         f"rho <= {RHO_FIT_MAX:g}", **common),
+            ]
+            if variant == "kill":
+                done = select(group, metric="recovered_locks").value
+                took = select(group, metric="recovery_us").value
+                rows += [
+                    ModelRow("recovered_locks", transport, float(done.sum()), "count", np.nan,
+                             np.nan, "holders SIGKILLed mid-section whose lock the probe "
+                             "released", **common),
+                    ModelRow("contention_recovery_us", transport, float(took.median()), "us",
+                             np.nan, np.nan, "median over workers of SIGKILL to release",
+                             **common),
+                ]
+        return rows
+
+    def plots(self, samples: pd.DataFrame, model: list[ModelRow],
+              tables: dict[str, pd.DataFrame], folder: Path) -> list[Path]:
+        table = tables.get("contention")
+        if table is None or table.empty:
+            return []
+        plt = pyplot()
+        fig, (waits, slows) = plt.subplots(1, 2, figsize=(10, 4.2))
+        rho = np.linspace(0.02, max(0.95, table.rho.max()), 200)
+        for service in table.service_us.unique():
+            waits.plot(rho, rho / (1 - rho) * service, "k-", lw=1,
+                       label=f"M/M/1, s = {service:g} us")
+        slows.plot(rho, 1 / (1 - rho), "k-", lw=1, label="M/M/1: 1/(1 - rho)")
+        for (transport, variant, k), sub in table.groupby(["transport", "variant", "sources"]):
+            label = f"{transport} {variant} P={k}"
+            line, = waits.plot(sub.rho, sub.wait_us, "o-", ms=4, label=f"{label}: wait")
+            waits.plot(sub.rho, sub.delay_us, "^:", ms=3, color=line.get_color(),
+                       label=f"{label}: lag + wait")
+            waits.plot(sub.rho, sub.mg1h_us, "x", ms=6, color=line.get_color(),
+                       label=f"{label}: M/G/1 + hand-off")
+            slows.plot(sub.rho, sub.slowdown, "o-", ms=4, color=line.get_color(), label=label)
+        seen = np.concatenate([table.wait_us, table.delay_us, table.mm1_us])
+        waits.set_ylim(seen[seen > 0].min() / 2, seen.max() * 3)  # an M/G/1 past rho 1 is inf
+        waits.set_yscale("log")
+        waits.set_xlabel("rho = lambda / mu")
+        waits.set_ylabel("mean wait, us")
+        waits.set_title("Wait for the lock against M/M/1")
+        waits.legend(fontsize=6)
+        slows.set_yscale("log")
+        slows.set_xlabel("rho")
+        slows.set_ylabel("slowdown S = 1 + w / t_work")
+        slows.set_title("Slowdown (t_work = mean hold)")
+        slows.legend(fontsize=6)
+        return [save(fig, folder / "contention.png")]
+
+    def report(self, results: pd.DataFrame, model: list[ModelRow],
+               tables: dict[str, pd.DataFrame], plots: list[str]) -> list[Section]:
+        table = tables.get("contention")
+        if table is None or table.empty:
+            return []
+        errors = {(m.transport, m.variant, m.k, m.parameter): m for m in model
+                  if m.parameter.endswith("max_rel_error")}
+        rows = []
+        for r in table.itertuples():
+            rows.append([f"{r.transport} {r.variant} P={r.sources}", f"{r.rho:g}",
+                         f"{r.wait_us:.0f}", f"{r.mm1_us:.0f}", f"{r.mg1h_us:.0f}",
+                         f"{r.replay_us:.0f}", f"{r.lag_us:.0f}", f"{r.lock_wait_us:.0f}",
+                         f"{r.handoff_us:.0f}", f"{r.slowdown:.2f} ({r.slowdown_mm1:.2f})",
+                         f"{int(r.acquisitions)}"])
+        fits = []
+        for (transport, variant, k) in sorted({key[:3] for key in errors}):
+            cells = []
+            for name in ("mm1_max_rel_error", "mg1h_max_rel_error", "replay_max_rel_error",
+                         "mm1_delay_max_rel_error"):
+                m = errors.get((transport, variant, k, name))
+                cells.append("-" if m is None else
+                             f"{name.split('_max')[0]} {m.value:.0%} "
+                             f"({m.ci_low:.0%} to {m.ci_high:.0%})")
+            fits.append(f"{transport} {variant} P={k}: " + ", ".join(cells))
+        kills = [f"{m.transport} P={m.k}: {m.value:.0f} holders killed and recovered"
+                 for m in model if m.parameter == "recovered_locks"]
+        note = (f"Max relative error over rho <= {RHO_FIT_MAX:g} (95% CI): "
+                + "; ".join(fits) + ". " + " ".join(kills) + " "
+                "wait: Poisson arrival at the lock to grant; lag: how late a sleeping source "
+                "woke (its timer, a CPU taken by a spinning holder, or the GIL: in threads a "
+                "busy holder keeps the others from even arriving, so their queue is the GIL "
+                "and lock_wait is about 0); M/G/1+h: Pollaczek-Khinchine with the measured "
+                "rate, holds and hand-off h; replay: the same arrivals and holds through an "
+                "ideal FIFO lock. Slowdown in brackets: M/M/1's 1/(1 - rho).")
+        header = ["lock", "rho", "wait us", "M/M/1 us", "M/G/1+h us", "replay us", "lag us",
+                  "in acquire us", "hand-off us", "slowdown (M/M/1)", "requests"]
+        return [Section("Contention: mean wait for a lock against M/M/1 rho/(mu - lambda)",
+                        header, rows, note, [p for p in plots if p == "contention.png"])]
+
+
+EXPERIMENT = Contention()
