@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-from importlib.metadata import entry_points
 from pathlib import Path
 
 from harness.counters import ProcessCounters
@@ -62,6 +61,8 @@ def run_case(case: Case, settings: Settings, names: NameSource) -> WorkerResult:
 
 def run_probe(cases: list[Case], settings: Settings, names: NameSource) -> list[WorkerResult]:
     """One measurement of an experiment's own probe; a value list per case (metric)."""
+    from importlib.metadata import entry_points  # 36 ms: only probe workers pay it
+
     [probe] = [e.load() for e in entry_points(group=PROBES_GROUP, name=cases[0].experiment)]
     values = probe(cases, settings, names)
     missing = [c.metric for c in cases if not values.get(c.metric)]
