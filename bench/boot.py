@@ -28,7 +28,15 @@ import numpy as np
 import pandas as pd
 
 from bench.probes.boot import METRICS, REQUEST_BYTES
-from harness.experiment import Experiment, ExperimentParams, ModelRow, Plan, Section, probe_cases
+from harness.experiment import (
+    Experiment,
+    ExperimentParams,
+    ModelRow,
+    Plan,
+    Section,
+    parameters,
+    probe_cases,
+)
 from harness.fit import FitError
 from harness.plots import pyplot, save
 from harness.records import CaseResult
@@ -163,8 +171,7 @@ class Boot(Experiment):
 
     def report(self, results: pd.DataFrame, model: list[ModelRow],
                tables: dict[str, pd.DataFrame], plots: list[str]) -> list[Section]:
-        params = {(m.transport, m.variant, m.parameter): m for m in model
-                  if m.parameter.startswith("boot_")}
+        params = parameters(model, "boot_")
         keys = sorted({(t, v) for t, v, _ in params}, key=lambda key: (ORDER[key[1]], key[0]))
         if not keys:
             return []

@@ -26,7 +26,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.experiment import Experiment, ExperimentParams, ModelRow, Plan, Section, probe_cases
+from harness.experiment import (
+    Experiment,
+    ExperimentParams,
+    ModelRow,
+    Plan,
+    Section,
+    parameters,
+    probe_cases,
+)
 from harness.fit import FitError
 from harness.plots import pyplot, save
 from harness.records import CaseResult
@@ -165,8 +173,7 @@ class Deadlock(Experiment):
 
     def report(self, results: pd.DataFrame, model: list[ModelRow],
                tables: dict[str, pd.DataFrame], plots: list[str]) -> list[Section]:
-        params = {(m.transport, m.variant, m.parameter): m for m in model
-                  if m.parameter.startswith("deadlock_")}
+        params = parameters(model, "deadlock_")
         if not params:
             return []
 

@@ -16,7 +16,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.experiment import Experiment, ExperimentParams, ModelRow, Plan, Section, probe_cases
+from harness.experiment import (
+    Experiment,
+    ExperimentParams,
+    ModelRow,
+    Plan,
+    Section,
+    parameters,
+    probe_cases,
+)
 from harness.fit import FitError
 from harness.plots import pyplot, save
 from harness.samples import line_fit, medians, select
@@ -115,8 +123,7 @@ class Footprint(Experiment):
 
     def report(self, results: pd.DataFrame, model: list[ModelRow],
                tables: dict[str, pd.DataFrame], plots: list[str]) -> list[Section]:
-        params = {(m.transport, m.variant, m.parameter): m for m in model
-                  if m.parameter.startswith("footprint_")}
+        params = parameters(model, "footprint_")
         rows = []
         for (transport, variant) in sorted({(t, v) for t, v, _ in params}):
             def cell(name: str) -> str:

@@ -139,6 +139,12 @@ class ModelRow:
     variant: str = ""
 
 
+def parameters(model: list[ModelRow], prefix: str) -> dict[tuple[str, str, str], ModelRow]:
+    """Model rows whose parameter starts with ``prefix``, by (transport, variant, parameter)."""
+    return {(m.transport, m.variant, m.parameter): m for m in model
+            if m.parameter.startswith(prefix)}
+
+
 @dataclass
 class Section:
     """An experiment's part of the report: a table, a note, and the plots it refers to."""
