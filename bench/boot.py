@@ -214,9 +214,10 @@ class Boot(Experiment):
                 "answered a first request (stopping them is not timed); client and servers "
                 "on one CPU. object: the N services are handlers created in this process "
                 "(the monolithic kernel's subsystems); fork: each a forked server; exec: each "
-                "a fresh interpreter. The ratios compare with object: per server (b_s) and "
-                "the whole boot at the largest N both ran. boot.csv keeps each server's "
-                "start (until ready) apart from its first reply.")
+                "a fresh interpreter. The services do no initialization work of their own, "
+                "so the ratios to object measure what a process per service costs: per "
+                "server (b_s) and the whole boot at the largest N both ran. boot.csv keeps "
+                "each server's start (until ready) apart from its first reply.")
         return [Section("Boot: boot = b0 + N b_s (95% CI)",
                         ["transport", "variant", "b0", "b_s", "R^2", "b_s / object",
                          "boot", "boot / object"],

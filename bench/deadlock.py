@@ -47,6 +47,9 @@ METRICS = {"detect_ns": "ns", "cycles_found": "count", "cycles_planted": "count"
 IN_PROCESS = "call"
 
 
+WORKERS_PER_SEED = 1_000_000
+
+
 class Deadlock(Experiment):
     name = "deadlock"
     description = "deadlock detection: query N servers over IPC against one in-process lock graph"
@@ -82,7 +85,10 @@ class Deadlock(Experiment):
         return plan
 
     def _mine(self, samples: pd.DataFrame) -> pd.DataFrame:
-        return select(samples, experiment=self.name)
+        mine = select(samples, experiment=self.name)
+        # Worker w of seed 1 and of seed 2 are different processes: one cluster each,
+        # or the bootstrap would resample them together.
+        return mine.assign(worker=mine.worker + mine.seed * WORKERS_PER_SEED)
 
     def model(self, samples: pd.DataFrame) -> list[ModelRow]:
         mine = self._mine(samples)

@@ -141,7 +141,7 @@ class Footprint(Experiment):
                 "client's image until they write to it; exec'd servers build their own. "
                 "In process (call) a service is an object: M_s is about 0.")
         return [Section("Footprint: M_total = M_k + N M_s (KiB, 95% CI)",
-                        ["transport", "servers", "M_k (PSS)", "M_s (PSS)", "R^2", "M_s (USS)"],
+                        ["transport", "variant", "M_k (PSS)", "M_s (PSS)", "R^2", "M_s (USS)"],
                         rows, note, [p for p in plots if p == "footprint.png"])]
 
 

@@ -53,8 +53,9 @@ MIB = float(1 << 20)
 MS = 1e6
 
 BASE_METRICS = {
-    "write_ns_per_mib": "ns", "read_ns_per_mib": "ns", "total_ns_per_mib": "ns",
-    "pred_write_ns_per_mib": "ns", "pred_read_ns_per_mib": "ns", "pred_ns_per_mib": "ns",
+    "write_ns_per_mib": "ns/MiB", "read_ns_per_mib": "ns/MiB", "total_ns_per_mib": "ns/MiB",
+    "pred_write_ns_per_mib": "ns/MiB", "pred_read_ns_per_mib": "ns/MiB",
+    "pred_ns_per_mib": "ns/MiB",
     "bytes_ratio": "ratio", "intact": "ratio", "requests_per_mib": "count",
 }
 
@@ -63,10 +64,11 @@ def metrics(order: str) -> dict[str, str]:
     """Every metric one measurement of ``order`` gives: totals, each layer, each isolated."""
     out = dict(BASE_METRICS)
     for layer in stack_layers(order):
-        out |= {f"{layer}_write_ns_per_mib": "ns", f"{layer}_read_ns_per_mib": "ns",
+        out |= {f"{layer}_write_ns_per_mib": "ns/MiB", f"{layer}_read_ns_per_mib": "ns/MiB",
                 f"{layer}_bytes_ratio": "ratio"}
     for layer in (*ORDERS[order], "driver"):
-        out |= {f"iso_{layer}_write_ns_per_byte": "ns", f"iso_{layer}_read_ns_per_byte": "ns"}
+        out |= {f"iso_{layer}_write_ns_per_byte": "ns/B",
+                f"iso_{layer}_read_ns_per_byte": "ns/B"}
     return out
 
 
@@ -116,10 +118,10 @@ class Layers(Experiment):
         mine = self._mine(samples)
         rows: list[ModelRow] = []
         method = "median over workers, cluster bootstrap"
-        named = {"total_ns_per_mib": ("layers_meas_ns_per_mib", "ns"),
-                 "pred_ns_per_mib": ("layers_pred_ns_per_mib", "ns"),
-                 "write_ns_per_mib": ("layers_write_ns_per_mib", "ns"),
-                 "read_ns_per_mib": ("layers_read_ns_per_mib", "ns"),
+        named = {"total_ns_per_mib": ("layers_meas_ns_per_mib", "ns/MiB"),
+                 "pred_ns_per_mib": ("layers_pred_ns_per_mib", "ns/MiB"),
+                 "write_ns_per_mib": ("layers_write_ns_per_mib", "ns/MiB"),
+                 "read_ns_per_mib": ("layers_read_ns_per_mib", "ns/MiB"),
                  "bytes_ratio": ("layers_bytes_ratio", "ratio")}
         draws: dict[tuple[str, str], np.ndarray] = {}
         for (transport, order), sub in mine.groupby(["transport", "variant"]):
@@ -151,7 +153,7 @@ class Layers(Experiment):
             low, high = interval(pipe - call)
             common = dict(placement="same-cpu", variant=order, payload_bytes=BLOCK_BYTES,
                           k=int(sub.k.iloc[0]))
-            rows.append(ModelRow("layers_ipc_ns_per_mib", transport, gap, "ns", low, high,
+            rows.append(ModelRow("layers_ipc_ns_per_mib", transport, gap, "ns/MiB", low, high,
                                  f"{transport} minus call, medians; bootstrap difference",
                                  **common))
             requests = float(np.median(select(sub, metric="requests_per_mib").value))

@@ -15,7 +15,15 @@ from pathlib import Path
 import posix_ipc
 import psutil
 
-from harness.ipcnames import MQUEUE_DIR, PREFIX, SHM_DIR, pid_alive, runner_pid, state_dir
+from harness.ipcnames import (
+    MQUEUE_DIR,
+    PREFIX,
+    SHM_DIR,
+    pid_alive,
+    runner_pid,
+    scratch_root,
+    state_dir,
+)
 
 WORKER_MODULE = "harness.worker"
 STANDALONE_MODULE = "servers.standalone"  # exec'd servers carry --run too
@@ -55,6 +63,10 @@ def sweep(prefix: str | None = None, include_live_runs: bool = False) -> SweepRe
                 report.removed.append(str(path))
             except FileNotFoundError:
                 pass
+    for folder in scratch_root().glob(f"{prefix or PREFIX}*"):  # probes' scratch folders
+        if folder.is_dir() and _owned(folder.name, prefix, include_live_runs):
+            shutil.rmtree(folder, ignore_errors=True)
+            report.removed.append(str(folder))
     for journal in state_dir().glob(f"{prefix or PREFIX}*names"):
         if _owned(journal.name, prefix, include_live_runs):
             report.removed += _unlink_journaled_queues(journal)

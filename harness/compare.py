@@ -24,7 +24,7 @@ from harness.errors import UsageError
 from harness.metadata import FINGERPRINT_KEYS
 
 FAMILY_ALPHA = 0.05
-LOWER_IS_BETTER = ("ns", "bytes")
+LOWER_IS_BETTER = ("ns", "us", "ns/MiB", "ns/B", "bytes")  # costs: more is worse
 MIN_WORKERS = 3
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import os
 import secrets
+import tempfile
 from pathlib import Path
 
 PREFIX = "ipcb-"
@@ -67,6 +68,16 @@ class NameSource:
             finally:
                 os.close(fd)
         return name
+
+    def scratch(self, tag: str) -> tempfile.TemporaryDirectory[str]:
+        """A temporary folder named under the run prefix: removed on exit, and by the
+        sweep if the worker is SIGKILLed (Ctrl-C, a worker timeout) before it can."""
+        return tempfile.TemporaryDirectory(prefix=f"{self.prefix.lstrip('/')}{tag}-",
+                                           dir=scratch_root())
+
+
+def scratch_root() -> Path:
+    return Path(tempfile.gettempdir())
 
 
 def journal_path(prefix: str) -> Path:

@@ -60,6 +60,8 @@ class Case:
                 self.experiment, self.transport, self.variant or "-", f"k{self.k}",
                 *([f"L{self.level:g}"] if self.level else []),
                 *([f"s{self.seed}"] if self.seed else []),
+                *([f"i{self.iterations}"] if self.iterations else []),
+                *([f"{self.duration_s:g}s"] if self.duration_s else []),
                 *([f"{self.payload_bytes}B"] if self.payload_bytes else []), self.metric))
         work = "" if self.workload == "echo" else f"/{self.workload}{self.iterations}"
         shape = "" if self.topology == "echo" else f"/{self.topology}"

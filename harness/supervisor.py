@@ -160,6 +160,9 @@ class Supervisor:
                    "--run", run or self.names.prefix, *(["--sched-batch"] * self.sched_batch)]
         try:  # no preexec_fn: it would cost subprocess its fast vfork path
             proc = subprocess.Popen(command, pass_fds=(request_r, reply_w, status_w))
+        except OSError:
+            close_fds(request_w, reply_r, status_r)
+            raise
         finally:
             close_fds(request_r, reply_w, status_w)
         self._execed.append(proc)  # kept so the Popen is not collected while it runs

@@ -63,7 +63,11 @@ def run_probe(cases: list[Case], settings: Settings, names: NameSource) -> list[
     """One measurement of an experiment's own probe; a value list per case (metric)."""
     from importlib.metadata import entry_points  # 36 ms: only probe workers pay it
 
-    [probe] = [e.load() for e in entry_points(group=PROBES_GROUP, name=cases[0].experiment)]
+    found = entry_points(group=PROBES_GROUP, name=cases[0].experiment)
+    if not found:
+        raise RuntimeError(f"no probe for experiment {cases[0].experiment!r} "
+                           f"(entry point group {PROBES_GROUP})")
+    probe = next(iter(found)).load()
     values = probe(cases, settings, names)
     missing = [c.metric for c in cases if not values.get(c.metric)]
     if missing:

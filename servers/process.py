@@ -2,44 +2,19 @@
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 from collections.abc import Callable
-from dataclasses import dataclass
 
+from servers.lifeline import (  # noqa: F401 (EXIT_ORPHANED, die_with_parent: re-exported)
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_ORPHANED,
+    ServerSetup,
+    die_with_parent,
+    place,
+)
 from servers.transports.base import PeerTimeout
-
-PR_SET_PDEATHSIG = 1
-_libc = ctypes.CDLL(None, use_errno=True)
-
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_ORPHANED = 3
-
-
-@dataclass(frozen=True)
-class ServerSetup:
-    """How a server places itself: CPU, scheduling class, who its parent is."""
-
-    cpu: int | None
-    sched_batch: bool
-    parent_pid: int
-
-
-def die_with_parent(parent_pid: int) -> None:
-    """Ask the kernel to SIGKILL us when the parent dies, then close the race."""
-    if _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
-    if os.getppid() != parent_pid:
-        os._exit(EXIT_ORPHANED)
-
-
-def place(setup: ServerSetup) -> None:
-    if setup.cpu is not None:
-        os.sched_setaffinity(0, {setup.cpu})
-    if setup.sched_batch:
-        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
 
 
 def run_server(setup: ServerSetup, status_fd: int, body: Callable[[], Callable[[], None]]) -> None:

@@ -50,7 +50,7 @@ def names() -> NameSource:
 
 
 def leftovers() -> set[str]:
-    return {p.name for p in Path(tempfile.gettempdir()).glob(f"{TEMP_PREFIX}*")}
+    return {p.name for p in Path(tempfile.gettempdir()).glob("ipcb-*layers-*")}
 
 
 def shm_entries() -> set[str]:

@@ -18,6 +18,7 @@ from time import perf_counter_ns
 from harness.ipcnames import NameSource
 from harness.records import Case, Settings
 from harness.supervisor import Supervisor
+from harness.timing import watchdog
 from servers.transports import Channel, get_transport
 from servers.workloads import Workload
 
@@ -70,13 +71,17 @@ def probe(cases: list[Case], settings: Settings, names: NameSource) -> dict[str,
         # Warm-ups boot a single service: the first fork or exec of a fresh worker
         # pays for cold code paths once, and N of them would cost exec too much.
         for _ in range(settings.warmups):
-            boot(case, settings, names, 1)
+            with watchdog(settings.timeout_s):
+                boot(case, settings, names, 1)
         values: dict[str, list[float]] = {metric: [] for metric in METRICS}
         # Repetitions stop early once they have used duration_s (at least one runs):
         # 32 exec'd interpreters per repetition would otherwise eat a suite's budget.
         budget = perf_counter_ns() + int(case.duration_s * 1e9)
         for _ in range(settings.batches):
-            for metric, value in boot(case, settings, names, case.k).items():
+            # Set outside the clock: a stuck server fails the case instead of hanging it.
+            with watchdog(settings.timeout_s * (1 + case.k)):
+                booted = boot(case, settings, names, case.k)
+            for metric, value in booted.items():
                 values[metric].append(value)
             if case.duration_s and perf_counter_ns() > budget:
                 break

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from harness.ipcnames import NameSource
 from harness.records import Case, Settings
 from harness.supervisor import Supervisor
+from harness.timing import watchdog
 from servers.deadlock import (
     NONE,
     PAYLOAD,
@@ -90,8 +91,10 @@ def probe(cases: list[Case], settings: Settings, names: NameSource) -> dict[str,
             channels = [sup.start(transport, PAYLOAD,
                                   lambda s=s: state_handler(graph.reply(s)))
                         for s in range(graph.servers)]
-            values, exact, found = measure(lambda: detect_over_ipc(channels), graph.planted,
-                                           settings)
+            # One timer around all repetitions, outside each detection's clock.
+            with watchdog(settings.timeout_s * (settings.batches + 1)):
+                values, exact, found = measure(lambda: detect_over_ipc(channels),
+                                               graph.planted, settings)
         messages = 2 * graph.servers
     return {"detect_ns": values, "cycles_found": [found],
             "cycles_planted": [len(graph.planted)], "exact": [float(exact)],

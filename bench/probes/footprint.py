@@ -10,7 +10,8 @@ import psutil
 from harness.ipcnames import NameSource
 from harness.records import Case, Settings
 from harness.supervisor import Supervisor
-from servers.transports import get_transport
+from harness.timing import watchdog
+from servers.transports import Channel, get_transport
 from servers.workloads import Workload
 
 # Requests each service answers before it is measured: a server's footprint is
@@ -26,11 +27,18 @@ def page_table_bytes(pid: int) -> int:
     return 0
 
 
-def start_services(case: Case, sup: Supervisor) -> list:
+def start_services(case: Case, sup: Supervisor) -> list[Channel]:
     transport = get_transport(case.transport)
     if case.variant == "exec":
         return [sup.exec_echo(case.payload_bytes) for _ in range(case.k)]
     return [sup.start(transport, case.payload_bytes, Workload().handler) for _ in range(case.k)]
+
+
+def warm(channel: Channel, message: bytes) -> None:
+    for _ in range(WARM_REQUESTS):
+        channel.send(message)
+        if bytes(channel.recv()) != message:
+            raise RuntimeError("a footprint server answered with other bytes")
 
 
 def probe(cases: list[Case], settings: Settings, names: NameSource) -> dict[str, list[float]]:
@@ -39,10 +47,9 @@ def probe(cases: list[Case], settings: Settings, names: NameSource) -> dict[str,
         channels = start_services(case, sup)
         message = os.urandom(case.payload_bytes)
         for channel in channels:
-            for _ in range(WARM_REQUESTS):
-                channel.send(message)
-                if bytes(channel.recv()) != message:
-                    raise RuntimeError("a footprint server answered with other bytes")
+            with watchdog(settings.timeout_s):  # a stuck server fails the case, not hangs it
+                warm(channel, message)
+
         pids = [os.getpid(), *sup.pids]  # the client, as M_k's process, and each server
         memory = [psutil.Process(pid).memory_full_info() for pid in pids]
         tables = [page_table_bytes(pid) for pid in pids]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import sysconfig
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from time import perf_counter_ns
@@ -165,12 +164,15 @@ def measure(case: Case, settings: Settings, names: NameSource,
     total = sum(len(data) for _, data in files)
     mib = total / MIB
     timeout = settings.timeout_s + PHASE_S_PER_MIB * mib
-    with tempfile.TemporaryDirectory(prefix=TEMP_PREFIX) as folder, \
+    with names.scratch("layers") as folder, \
             Supervisor(names, "same-cpu", timeout=settings.timeout_s) as sup:
         sup.pin_client()  # the servers share this CPU: no cross-CPU wake-ups
         device = os.path.join(folder, "device")
         with open_stack(order, block, device, case.transport, sup) as client:
             written, read, intact = run_stack(client, files, timeout)
+            if not intact:  # a stack that corrupts data has no timing worth reporting
+                raise RuntimeError(f"layers: {order} over {case.transport} read back "
+                                   "other bytes than it wrote")
             with watchdog(timeout):
                 stats = client.stats()
         device_bytes = os.path.getsize(device)
