@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import psutil
 import pytest
 
 from harness.cleanup import stray_processes
-from harness.ipcnames import SHM_DIR, journal_path
+from harness.ipcnames import SHM_DIR, journal_path, scratch_root
 
 from .helpers import TINY_SUITE, ipcbench, write_suite
 
@@ -216,6 +217,9 @@ def test_kill_9_then_cleanup_leaves_nothing(tmp_path):
     posix_ipc.MessageQueue(queue_name, posix_ipc.O_CREX, mode=0o600, max_messages=2,
                            max_message_size=64).close()
     journal_path(prefix).write_text(f"{queue_name}\n")
+    # A probe's scratch folder (NameSource.scratch), as a SIGKILLed worker leaves it:
+    folder = Path(tempfile.mkdtemp(prefix=f"{prefix}0-layers-", dir=scratch_root()))
+    (folder / "device").write_bytes(b"x" * 4096)
     assert len(leftovers(prefix)) == 2
     done = ipcbench("cleanup")
     assert done.returncode == 0, done.stderr
@@ -225,6 +229,7 @@ def test_kill_9_then_cleanup_leaves_nothing(tmp_path):
     assert queue_name.lstrip("/") in done.stdout
     assert not journal_path(prefix).exists()
     assert not stage.exists(), "the unfinished run folder is removed too"
+    assert not folder.exists(), "and a probe's scratch folder"
 
 
 def test_run_folder_loads_back_to_the_same_results(tiny_run):
