@@ -29,7 +29,12 @@ timer, a CPU the spinning holder occupies, or the GIL) is measured apart;
 ``delay`` = lag + wait is the time from the Poisson arrival to the grant.
 
 Variant ``kill`` SIGKILLs holders mid-section: the probe reaps them, releases
-the semaphore for them and restarts the source (``recovered_locks``).
+the semaphore for them and restarts the source (``recovered_locks``); a run
+whose holds overlap (two holders at once) fails instead of giving numbers.
+
+The samples hold times in ns (``wait_ns``...: what ``ipcbench compare`` and
+pyperf judge); tables and the report give us. Each (lock, variant, P,
+service_us, duration_s) is its own configuration: rows and fits never pool them.
 """
 
 from __future__ import annotations
@@ -48,15 +53,28 @@ from harness.stats import CONFIDENCE, seeded_rng
 TRANSPORTS = {"shm": "processes, POSIX semaphore", "call": "threads, threading.Lock"}
 RHO_FIT_MAX = 0.7  # the goal's range: beyond it the waits' variance needs long runs
 RESAMPLES = 1000
-KEY = ["transport", "variant", "k", "level"]
+# One configuration: service_us travels in ``iterations``; runs of other lengths or holds
+# are other queues and must not pool.
+GROUP = ["transport", "variant", "k", "iterations", "duration_s"]
+KEY = [*GROUP, "level"]
 
 
 MEANS = ("wait_us", "delay_us", "lock_wait_us", "lag_us", "hold_us", "hold_cv2", "replay_us")
 
 
 def per_worker(sub: pd.DataFrame) -> pd.DataFrame:
-    """One level's runs: a row per worker (one run each), a column per metric."""
-    return sub.pivot_table(index="worker", columns="metric", values="value")
+    """One level's runs: a row per worker (one run each), a column per metric.
+
+    The samples hold times in ns (``*_ns``); from here on they are us (``*_us``).
+    """
+    wide = sub.pivot_table(index="worker", columns="metric", values="value")
+    times = [m for m in wide.columns if m.endswith("_ns")]
+    wide[times] = wide[times] / 1e3
+    return wide.rename(columns={m: m[:-3] + "_us" for m in times})
+
+
+def configuration(service: float, duration: float) -> str:
+    return f"s = {service:g} us, T = {duration:g} s"
 
 
 def pooled(wide: pd.DataFrame | dict[str, np.ndarray]) -> dict[str, float]:
@@ -75,6 +93,7 @@ def pooled(wide: pd.DataFrame | dict[str, np.ndarray]) -> dict[str, float]:
     out["acquisitions"] = float(n.sum())
     out["workers"] = float(len(n))
     if "recovered_locks" in wide:
+        out["kills"] = float(np.sum(wide["kills"]))
         out["recovered_locks"] = float(np.sum(wide["recovered_locks"]))
         out["recovery_us"] = float(np.mean(wide["recovery_us"]))
     return out
@@ -163,6 +182,9 @@ class Contention(Experiment):
                              f"not {bad[0]:g}")
         if params.service_us < 1:
             raise ValueError(f"{where}.service_us: must be >= 1 (whole microseconds)")
+        if params.service_us != int(params.service_us):  # it travels in Case.iterations (int)
+            raise ValueError(f"{where}.service_us: must be a whole number of microseconds, "
+                             f"not {params.service_us:g}")
         plan = Plan()
         for transport in transports:
             for variant in modes:
@@ -175,7 +197,7 @@ class Contention(Experiment):
                         plan.runnable += probe_cases(
                             self.name, transport, metrics, k=sources, variant=variant,
                             level=rho, duration_s=params.duration_s,
-                            iterations=round(params.service_us))
+                            iterations=int(params.service_us))
         return plan
 
     def _mine(self, samples: pd.DataFrame) -> pd.DataFrame:
@@ -187,13 +209,13 @@ class Contention(Experiment):
             return {}
         rows = []
         for key, sub in mine.groupby(KEY, sort=True):
-            transport, variant, k, level = key
-            service = float(sub.iterations.iloc[0])
+            transport, variant, k, service, duration, level = key
+            service = float(service)
             est = pooled(per_worker(sub))
             pred = predictions(level, service, est)
             rows.append({
                 "transport": transport, "variant": variant, "sources": int(k), "rho": level,
-                "service_us": service, **est, **pred,
+                "service_us": service, "duration_s": float(duration), **est, **pred,
                 "mm1_rel_error": rel_error(pred["mm1_us"], est["wait_us"]),
                 "mg1h_rel_error": rel_error(pred["mg1h_us"], est["wait_us"]),
                 "replay_rel_error": rel_error(est["replay_us"], est["wait_us"]),
@@ -207,16 +229,17 @@ class Contention(Experiment):
         mine = self._mine(samples)
         mine = mine[mine.level <= RHO_FIT_MAX + 1e-9]
         rows = []
-        for (transport, variant, k), group in mine.groupby(["transport", "variant", "k"]):
-            label = f"{self.name}/{transport}/{variant}/{k}"
-            service = float(group.iterations.iloc[0])
+        for (transport, variant, k, service, duration), group in mine.groupby(GROUP):
+            service = float(service)
+            where = configuration(service, duration)
+            label = f"{self.name}/{transport}/{variant}/{k}/{service:g}/{duration:g}"
             levels = {level: {m: col.to_numpy(float) for m, col in per_worker(sub).items()}
                       for level, sub in group.groupby("level")}
             point = errors(levels, service)
             draws = draw_errors(levels, service, label)
             common = dict(placement="same-cpu", k=int(k), variant=variant)
-            method = (f"max over rho <= {RHO_FIT_MAX:g} of |predicted - measured| / measured "
-                      "mean wait; workers bootstrapped")
+            method = (f"{where}: max over rho <= {RHO_FIT_MAX:g} of |predicted - measured| "
+                      "/ measured mean wait; workers bootstrapped")
             for name, value in point.items():
                 low, high = ci(draws[name])
                 rows.append(ModelRow(name, transport, value, "ratio", low, high, method,
@@ -225,23 +248,23 @@ class Contention(Experiment):
             handoff = np.mean([e["handoff_us"] for e in ests])
             lag = np.mean([e["lag_us"] for e in ests])
             rows += [
-                ModelRow("contention_handoff_us", transport, float(handoff), "us", np.nan,
-                         np.nan, "mean hand-off (release to a blocked waiter's grant), "
+                ModelRow("contention_handoff_ns", transport, float(handoff) * 1e3, "ns", np.nan,
+                         np.nan, f"{where}: mean hand-off (release to a blocked waiter's "
+                         f"grant), averaged over rho <= {RHO_FIT_MAX:g}", **common),
+                ModelRow("contention_wake_lag_ns", transport, float(lag) * 1e3, "ns", np.nan,
+                         np.nan, f"{where}: mean lateness of a sleeping source at its arrival, "
                          f"averaged over rho <= {RHO_FIT_MAX:g}", **common),
-                ModelRow("contention_wake_lag_us", transport, float(lag), "us", np.nan, np.nan,
-                         "mean lateness of a sleeping source at its arrival, averaged over "
-                         f"rho <= {RHO_FIT_MAX:g}", **common),
             ]
             if variant == "kill":
                 done = select(group, metric="recovered_locks").value
-                took = select(group, metric="recovery_us").value
+                took = select(group, metric="recovery_ns").value
                 rows += [
                     ModelRow("recovered_locks", transport, float(done.sum()), "count", np.nan,
-                             np.nan, "holders SIGKILLed mid-section whose lock the probe "
-                             "released", **common),
-                    ModelRow("contention_recovery_us", transport, float(took.median()), "us",
-                             np.nan, np.nan, "median over workers of SIGKILL to release",
-                             **common),
+                             np.nan, f"{where}: holders SIGKILLed mid-section whose lock the "
+                             "probe released", **common),
+                    ModelRow("contention_recovery_ns", transport, float(took.median()), "ns",
+                             np.nan, np.nan, f"{where}: median over workers of SIGKILL to "
+                             "release", **common),
                 ]
         return rows
 
@@ -257,8 +280,11 @@ class Contention(Experiment):
             waits.plot(rho, rho / (1 - rho) * service, "k-", lw=1,
                        label=f"M/M/1, s = {service:g} us")
         slows.plot(rho, 1 / (1 - rho), "k-", lw=1, label="M/M/1: 1/(1 - rho)")
-        for (transport, variant, k), sub in table.groupby(["transport", "variant", "sources"]):
-            label = f"{transport} {variant} P={k}"
+        several = len(table.groupby(["service_us", "duration_s"])) > 1
+        for (transport, variant, k, service, duration), sub in table.groupby(
+                ["transport", "variant", "sources", "service_us", "duration_s"]):
+            label = f"{transport} {variant} P={k}" + (
+                f" ({configuration(service, duration)})" if several else "")
             line, = waits.plot(sub.rho, sub.wait_us, "o-", ms=4, label=f"{label}: wait")
             waits.plot(sub.rho, sub.delay_us, "^:", ms=3, color=line.get_color(),
                        label=f"{label}: lag + wait")
@@ -284,26 +310,31 @@ class Contention(Experiment):
         table = tables.get("contention")
         if table is None or table.empty:
             return []
-        errors = {(m.transport, m.variant, m.k, m.parameter): m for m in model
-                  if m.parameter.endswith("max_rel_error")}
+        # The method text starts with the configuration (s, T): part of the key.
+        errors = {(m.transport, m.variant, m.k, m.method.split(":")[0], m.parameter): m
+                  for m in model if m.parameter.endswith("max_rel_error")}
+        several = len(table.groupby(["service_us", "duration_s"])) > 1
         rows = []
         for r in table.itertuples():
-            rows.append([f"{r.transport} {r.variant} P={r.sources}", f"{r.rho:g}",
+            where = f" ({configuration(r.service_us, r.duration_s)})" if several else ""
+            rows.append([f"{r.transport} {r.variant} P={r.sources}{where}", f"{r.rho:g}",
                          f"{r.wait_us:.0f}", f"{r.mm1_us:.0f}", f"{r.mg1h_us:.0f}",
                          f"{r.replay_us:.0f}", f"{r.lag_us:.0f}", f"{r.lock_wait_us:.0f}",
                          f"{r.handoff_us:.0f}", f"{r.slowdown:.2f} ({r.slowdown_mm1:.2f})",
                          f"{int(r.acquisitions)}"])
         fits = []
-        for (transport, variant, k) in sorted({key[:3] for key in errors}):
+        for (transport, variant, k, where) in sorted({key[:4] for key in errors}):
             cells = []
             for name in ("mm1_max_rel_error", "mg1h_max_rel_error", "replay_max_rel_error",
                          "mm1_delay_max_rel_error"):
-                m = errors.get((transport, variant, k, name))
+                m = errors.get((transport, variant, k, where, name))
                 cells.append("-" if m is None else
                              f"{name.split('_max')[0]} {m.value:.0%} "
                              f"({m.ci_low:.0%} to {m.ci_high:.0%})")
-            fits.append(f"{transport} {variant} P={k}: " + ", ".join(cells))
+            fits.append(f"{transport} {variant} P={k}{f' ({where})' if several else ''}: "
+                        + ", ".join(cells))
         kills = [f"{m.transport} P={m.k}: {m.value:.0f} holders killed and recovered"
+                 + (f" ({m.method.split(':')[0]})" if several else "")
                  for m in model if m.parameter == "recovered_locks"]
         note = (f"Max relative error over rho <= {RHO_FIT_MAX:g} (95% CI): "
                 + "; ".join(fits) + ". " + " ".join(kills) + " "

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +21,10 @@ from bench.probes.contention import (
     KILL_METRICS,
     METRICS,
     Books,
+    ExclusionViolated,
     Fleet,
     SemLock,
+    check_exclusive,
     lindley,
     measure,
     mm1_wait,
@@ -36,7 +39,7 @@ from harness.ipcnames import SHM_DIR, NameSource
 from .helpers import ipcbench, run_worker, write_suite
 
 
-def probe_case(transport: str, variant: str, rho: float, metric: str = "wait_us",
+def probe_case(transport: str, variant: str, rho: float, metric: str = "wait_ns",
                sources: int = 3, duration_s: float = 0.2) -> dict:
     return {"experiment": "contention", "transport": transport, "placement": "same-cpu",
             "payload_bytes": 0, "k": sources, "metric": metric, "topology": "probe",
@@ -87,21 +90,30 @@ def test_summary_of_a_hand_off_by_hand():
     # A holds 0..100 ns; B arrives at 50, blocks, is granted at 110: a 10 ns hand-off.
     rows = [(0, 0, 0, 0, 100), (50, 50, 50, 110, 200)]
     got = summarize(rows, since=0, window_ns=1000, scheduled=2)
-    assert got["wait_us"] == pytest.approx(30 / 1e3)  # (0 + 60) / 2
-    assert got["handoff_us"] == pytest.approx(10 / 1e3)
+    assert got["wait_ns"] == pytest.approx(30)  # (0 + 60) / 2
+    assert got["handoff_ns"] == pytest.approx(10)
     assert got["handoffs"] == 1
-    assert got["replay_us"] == pytest.approx(got["wait_us"])  # holds + h explain it exactly
-    assert got["lock_wait_us"] == pytest.approx(got["wait_us"])
+    assert got["replay_ns"] == pytest.approx(got["wait_ns"])  # holds + h explain it exactly
+    assert got["lock_wait_ns"] == pytest.approx(got["wait_ns"])
     assert got["rate_hz"] == pytest.approx(2e6)
     # Requests scheduled before ``since`` are warm-up: replayed, not counted.
     later = summarize(rows, since=10, window_ns=1000, scheduled=1)
-    assert later["acquisitions"] == 1 and later["wait_us"] == pytest.approx(60 / 1e3)
+    assert later["acquisitions"] == 1 and later["wait_ns"] == pytest.approx(60)
 
 
 def test_summary_separates_lateness_from_the_wait():
     # Scheduled at 0, woke at 40, found the lock free: wait 0, lag 40, delay 40.
     got = summarize([(0, 40, 40, 40, 140)], since=0, window_ns=1000, scheduled=1)
-    assert (got["wait_us"], got["lag_us"], got["delay_us"]) == pytest.approx((0, 0.04, 0.04))
+    assert (got["wait_ns"], got["lag_ns"], got["delay_ns"]) == pytest.approx((0, 40, 40))
+
+
+def test_overlapping_holds_fail_the_run_instead_of_giving_numbers():
+    # B is granted at 90 while A holds until 100: two holders at once.
+    rows = [(0, 0, 0, 0, 100), (50, 50, 50, 90, 200), (60, 60, 60, 200, 300)]
+    with pytest.raises(ExclusionViolated, match="mutual exclusion violated: 1 of 3 holds"):
+        summarize(rows, since=0, window_ns=1000, scheduled=3)
+    # A grant at the previous release's very tick (or one tick before) is not an overlap.
+    check_exclusive([(0, 0, 0, 0, 100), (50, 50, 50, 100, 200), (60, 60, 60, 199, 300)])
 
 
 def synthetic_runs(rho: float, service: float, wait: float, workers: int = 4) -> dict:
@@ -167,12 +179,47 @@ def test_a_table_without_locks_or_modes_runs_both_locks_busy():
     ({"transports": ["call"], "modes": ["kill"]}, "kill needs transport shm"),
     ({"levels": [0.5, 1.0]}, "rho must be between 0 and 1"),
     ({"service_us": 0.5}, "service_us: must be >= 1"),
+    ({"service_us": 250.5}, "service_us: must be a whole number of microseconds, not 250.5"),
     ({"crash_rate": 2.0}, "unknown key 'crash_rate'"),
 ])
 def test_bad_suite_input_is_a_clear_error(table, message):
     with pytest.raises(ValueError, match=message):
         params = ExperimentParams.from_table("experiments.contention", table, EXPERIMENT.accepted)
         EXPERIMENT.plan(params)
+
+
+def fake_samples(service_us: int, duration_s: float, rhos: tuple[float, ...]) -> pd.DataFrame:
+    """Samples of an M/M/1 lock as the probe records them (times in ns), 3 workers."""
+    params = ExperimentParams(transports=("shm",), modes=("busy",), servers=(4,), levels=rhos,
+                              service_us=float(service_us), duration_s=duration_s)
+    rows = []
+    for case in EXPERIMENT.plan(params).runnable:
+        wait = mm1_wait(case.level, service_us) * 1e3
+        value = {"wait_ns": wait, "delay_ns": wait, "lock_wait_ns": wait, "replay_ns": wait,
+                 "lag_ns": 0.0, "hold_ns": service_us * 1e3, "hold_cv2": 1.0,
+                 "handoff_ns": 0.0, "handoffs": 10.0, "acquisitions": 1000.0,
+                 "scheduled": 1000.0, "rate_hz": case.level / service_us * 1e6}[case.metric]
+        rows += [{**asdict(case), "worker": w, "batch": 0, "loops": 1, "value": value}
+                 for w in range(3)]
+    return pd.DataFrame(rows)
+
+
+def test_tables_and_fits_keep_service_times_and_durations_apart():
+    samples = pd.concat([fake_samples(200, 0.3, (0.3, 0.5)), fake_samples(800, 0.3, (0.3, 0.5)),
+                         fake_samples(200, 1.0, (0.3, 0.5))])
+    table = EXPERIMENT.tables(samples)["contention"]
+    assert len(table) == 6
+    assert sorted(set(zip(table.service_us, table.duration_s, strict=True))) == [
+        (200, 0.3), (200, 1.0), (800, 0.3)]
+    # Each row predicted with its own s (not the first group's), from ns samples to us.
+    assert table.mm1_us.to_numpy() == pytest.approx(table.wait_us.to_numpy())
+    assert table.wait_us.to_numpy() == pytest.approx(
+        [mm1_wait(r, s) for r, s in zip(table.rho, table.service_us, strict=True)])
+    model = [m for m in EXPERIMENT.model(samples) if m.parameter == "mm1_max_rel_error"]
+    assert len(model) == 3 and all(m.value == pytest.approx(0, abs=1e-12) for m in model)
+    assert len({m.method for m in model}) == 3
+    assert {m.unit for m in EXPERIMENT.model(samples)
+            if m.parameter.startswith("contention_")} == {"ns"}
 
 
 # --- the probe, in real processes ----------------------------------------------------------
@@ -190,15 +237,27 @@ def test_probe_in_a_worker_serves_every_request(transport, variant):
     assert set(got) == set(METRICS) and all(len(v) == 1 for v in got.values())
     assert got["acquisitions"] == got["scheduled"]  # nothing lost, nothing twice
     assert got["acquisitions"][0] > 0
-    assert got["delay_us"][0] >= got["wait_us"][0] >= got["lock_wait_us"][0] >= 0
+    assert got["delay_ns"][0] >= got["wait_ns"][0] >= got["lock_wait_ns"][0] >= 0
 
 
 @pytest.mark.timeout(60)
 def test_killed_holders_are_recovered_without_a_hang(names, no_child_left):
     values = measure("shm", "kill", 3, 0.5, 500.0, 0.3, 5.0, names, random.Random(3))
-    assert values["recovered_locks"] >= 3  # one per 100 ms of arrivals
+    assert values["recovered_locks"] == values["kills"] >= 3  # one per 100 ms of arrivals
     killed = values["scheduled"] - values["acquisitions"]
     assert 0 <= killed <= values["recovered_locks"]  # only the killed requests are lost
+    assert my_ipc_objects(names) == []
+
+
+@pytest.mark.timeout(60)
+def test_kills_at_low_load_never_let_two_sources_hold_the_lock(names, no_child_left):
+    # rho 0.1, P = 8: killed holders' sources are restarted while the others are idle; a
+    # restarted source once kept its dead predecessor's HOLDING and was "released" for
+    # although it held nothing. measure() checks that no holds overlap (it raises if so).
+    values = measure("shm", "kill", 8, 0.1, 500.0, 1.0, 5.0, names, random.Random(11))
+    assert values["kills"] > 0
+    assert values["recovered_locks"] == values["kills"]  # one release per kill, no more
+    assert 0 <= values["scheduled"] - values["acquisitions"] <= values["kills"]
     assert my_ipc_objects(names) == []
 
 
