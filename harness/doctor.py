@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.cleanup import stray_processes
-from harness.ipcnames import PREFIX, SHM_DIR, pid_alive, runner_pid, state_dir
+from harness.ipcnames import PREFIX, SHM_DIR, pid_alive, runner_pid, scratch_root, state_dir
 from harness.metadata import virtualization
 from servers.transports.mq import QUEUE_DEPTH, MqLimits
 from servers.transports.pipe import pipe_max_size
@@ -99,8 +99,8 @@ def check_pipes() -> Finding:
 
 def check_leftovers() -> Finding:
     objects = [p.name for p in SHM_DIR.iterdir() if PREFIX in p.name]
-    journals = [p.name for p in state_dir().glob(f"{PREFIX}*")
-                if not pid_alive(runner_pid(p.name) or 0)]
+    journals = [p.name for folder in (state_dir(), scratch_root())  # and scratch folders
+                for p in folder.glob(f"{PREFIX}*") if not pid_alive(runner_pid(p.name) or 0)]
     strays = stray_processes()
     if objects or journals or strays:
         found = len(objects) + len(journals) + len(strays)
