@@ -14,6 +14,7 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
+from time import monotonic_ns
 
 import numpy as np
 import pandas as pd
@@ -21,7 +22,7 @@ import psutil
 import pytest
 
 from bench.faults import EXPERIMENT, METRICS, availability, improvement, mean_estimate
-from bench.probes.faults import FaultLoad
+from bench.probes.faults import FaultLoad, exactly_once
 from harness.experiment import ExperimentParams
 from harness.records import Case
 from harness.supervisor import Supervisor
@@ -30,10 +31,15 @@ from servers.faults import (
     BAD,
     OK,
     QUERY,
+    RECORD,
+    RECORDS_AT,
+    REPLAYED,
     RESTORE,
     Codec,
     InjectedFault,
     Service,
+    StateArea,
+    TornState,
     advance,
     unpack,
 )
@@ -80,15 +86,19 @@ def inject(variant: str, transport: str = "pipe", servers: int = 3,
 
 @pytest.mark.parametrize(("variant", "transport"),
                          [("kill", "pipe"), ("raise", "pipe"), ("kill", "uds")])
-def test_every_crash_is_restarted_and_no_request_lost(variant, transport):
+def test_every_crash_is_restarted_and_every_request_answered_once(variant, transport):
     values = inject(variant, transport)
     batches = SETTINGS["batches"]
     crashes = values["crashes_injected"]
     assert len(crashes) == batches and all(c >= 1 for c in crashes)  # a quiet batch forces one
     assert values["restarts"] == crashes
-    assert values["retried_requests"] == crashes  # the request that met the dead server
     for name in ("lost_requests", "duplicate_requests", "corrupt_replies"):
         assert values[name] == [0] * batches, name
+    retried, dedup = values["retried_requests"], values["deduplicated_retries"]
+    assert all(r <= c for r, c in zip(retried, crashes, strict=True))
+    if variant == "raise":  # the bug fires after the commit, before the reply: always a replay
+        assert retried == crashes and dedup == crashes
+    assert all(d <= r for d, r in zip(dedup, retried, strict=True))
     assert all(n > 0 for n in values["requests_answered"])
     for name in ("restart_d", "restart_detect", "restart_spawn", "restart_reply"):
         assert len(values[name]) == sum(crashes), name
@@ -97,33 +107,79 @@ def test_every_crash_is_restarted_and_no_request_lost(variant, transport):
                 strict=True)
     assert [sum(p) for p in parts] == values["restart_d"]
     assert len(values["reboot_t_r"]) == batches
-    for name in ("availability_measured", "availability_predicted"):
+    assert all(0 < p <= n for p, n in zip(values["probes_available"], values["probes"],
+                                          strict=True))
+    assert values["availability_measured"] == [
+        p / n for p, n in zip(values["probes_available"], values["probes"], strict=True)]
+    for name in ("availability_measured", "availability_predicted",
+                 "availability_deadline_only"):
         assert all(0 < a <= 1 for a in values[name]), name
+    # Every stale probe is also unavailable; the deadline-only count can only be higher.
+    assert all(m <= d for m, d in zip(values["availability_measured"],
+                                      values["availability_deadline_only"], strict=True))
 
 
-def test_service_applies_each_request_once_and_keeps_its_state():
-    client, service = Codec(16), Service(16)
-    frame = bytes(client.pack(7, APPLY, 0, 0, b"x" * 16))
-    first = bytes(service.handle(frame))
-    again = bytes(service.handle(frame))  # a retry of the same id
-    assert first == again
-    ident, status, acc, count = unpack(first)
-    assert (ident, status, count) == (7, OK, 1)
-    assert acc == advance(0, frame)
-    assert bytes(memoryview(first)[24:40]) == b"x" * 16
+def test_exactly_once_check_catches_lost_and_duplicated_requests():
+    assert exactly_once([1, 2, 3], [1, 2, 3]) == (0, 0)
+    assert exactly_once([1, 2, 3], [1, 3]) == (1, 0)  # 2 answered, never applied
+    assert exactly_once([1, 2, 3], [1, 2, 2, 3]) == (0, 1)  # 2 applied twice
+    assert exactly_once([1, 2, 3], [1, 2, 3, 9]) == (0, 1)  # applied, never answered
+    assert exactly_once([1, 2, 3, 4], [1, 1, 1, 3]) == (2, 2)
+    assert exactly_once([], []) == (0, 0)
 
-    restored = Service(16)
-    assert unpack(restored.handle(bytes(client.pack(8, RESTORE, acc, count))))[1:] == (
-        OK, acc, count)
-    assert unpack(restored.handle(bytes(client.pack(9, QUERY, 0, 0))))[2:] == (acc, count)
 
-    corrupt = bytearray(frame)
-    corrupt[30] ^= 1
-    assert unpack(bytes(corrupt)) is None
-    assert unpack(service.handle(bytes(corrupt)))[1] == BAD
-    service.plant(0, None)
-    with pytest.raises(InjectedFault):
-        service.handle(bytes(client.pack(10, APPLY, 0, 0, b"y" * 16)))
+def apply(codec: Codec, service: Service, ident: int, payload: bytes) -> tuple[int, ...]:
+    head = unpack(service.handle(bytes(codec.pack(ident, APPLY, 0, 0, payload))))
+    assert head is not None
+    return head
+
+
+def test_state_survives_the_process_and_a_retry_is_not_applied_twice(names):
+    codec, message = Codec(16), b"m" * 16
+    area = StateArea(names("faults-test"), log_capacity=8)
+    assert not shm_objects(names.prefix)  # unlinked at once: nothing can leak
+    try:
+        first = Service(16, area)
+        heads = [apply(codec, first, ident, message) for ident in (1, 2, 3)]
+        assert [h[1] for h in heads] == [OK] * 3 and heads[-1][3] == 3
+        acc = 0
+        for ident in (1, 2, 3):
+            acc = advance(acc, codec.pack(ident, APPLY, 0, 0, message))
+        assert heads[-1][2] == acc
+        first.plant(0, None)
+        with pytest.raises(InjectedFault):  # applied and committed, then no reply
+            apply(codec, first, 4, message)
+
+        second = Service(16, area)  # the replacement, forked into the same slot
+        assert second.since >= first.since
+        retry = apply(codec, second, 4, message)
+        assert retry[1] == REPLAYED and retry[3] == 4  # answered from the state, not applied
+        assert retry[4] == second.since
+        assert apply(codec, second, 5, message)[1:4:2] == (OK, 5)
+        assert area.load()[0] == 5 and area.load()[2] == 5
+        assert area.applied(0, 5) == [1, 2, 3, 4, 5]
+        assert exactly_once([1, 2, 3, 4, 5], area.applied(0, 5)) == (0, 0)
+        with pytest.raises(RuntimeError, match="the state log holds 8"):
+            area.applied(0, 9)
+
+        # SIGKILL in the middle of a commit: the spare record half written, no flip.
+        committed = area.load()
+        spare = RECORDS_AT + (1 - area.map[0]) * RECORD.size
+        area.map[spare:spare + 5] = b"\xff" * 5
+        assert area.load() == committed
+        area.map[0] = 1 - area.map[0]  # a flip to a torn record would be caught
+        with pytest.raises(TornState):
+            area.load()
+        area.wipe()
+        assert area.load() == (0, 0, 0)
+        third = Service(16, area)
+        assert unpack(third.handle(bytes(codec.pack(6, RESTORE, acc, 3))))[1:4] == (OK, acc, 3)
+        assert unpack(third.handle(bytes(codec.pack(7, QUERY, 0, 0))))[2:4] == (acc, 3)
+        corrupt = bytearray(codec.pack(8, APPLY, 0, 0, message))
+        corrupt[40] ^= 1
+        assert unpack(third.handle(bytes(corrupt)))[1] == BAD
+    finally:
+        area.close()
 
 
 def test_formulas_on_known_numbers():
@@ -144,9 +200,11 @@ def synthetic(rate: float = 20.0) -> pd.DataFrame:
             "restart_detect": [0.5e6, 0.5e6], "restart_spawn": [1.4e6, 1.4e6],
             "restart_reply": [0.1e6, 0.1e6], "reboot_t_r": [8e6, 8e6],
             "availability_measured": [0.95, 0.97], "availability_predicted": [0.96, 0.96],
+            "availability_deadline_only": [0.97, 0.99],
             "crashes_injected": [5, 6], "restarts": [5, 6], "retried_requests": [5, 6],
-            "requests_answered": [1000, 1000], "lost_requests": [0, 0],
-            "duplicate_requests": [0, 0], "corrupt_replies": [0, 0],
+            "deduplicated_retries": [5, 6], "requests_answered": [1000, 1000],
+            "lost_requests": [0, 0], "duplicate_requests": [0, 0], "corrupt_replies": [0, 0],
+            "probes": [100, 100], "probes_available": [95, 97],
         }
         for metric, values in per_metric.items():
             for batch, value in enumerate(values):
@@ -169,6 +227,8 @@ def test_model_rows_from_synthetic_samples():
     assert model["improvement_I"].value == pytest.approx(1.16 / 1.04)
     assert model["crashes_injected"].value == 44
     assert model["lost_requests"].value == 0
+    assert model["deduplicated_retries"].value == 44
+    assert model["availability_deadline_only"].value == pytest.approx(0.98)
     assert {m.variant for m in model.values()} == {"kill"}
 
     tables = EXPERIMENT.tables(samples)
@@ -201,7 +261,8 @@ def test_plan_cases_and_bad_input():
     bad = [({"modes": ("explode",)}, "unknown mode 'explode'"),
            ({"transports": ("mq",)}, "'mq' cannot carry"),
            ({"crash_rate": 1000.0}, "crash_rate: at most 100"),
-           ({"payload_bytes": (5000,)}, "5000 B is more than one atomic")]
+           ({"payload_bytes": (5000,)}, "5000 B is more than one atomic"),
+           ({"duration_s": 0.01}, "duration_s: at least 0.04 s")]
     for change, message in bad:
         with pytest.raises(ValueError, match=message):
             EXPERIMENT.plan(ExperimentParams(**change))
@@ -232,6 +293,9 @@ crash_rate = 30.0
     crashes = model[model.parameter == "crashes_injected"].value.to_numpy()
     restarts = model[model.parameter == "restarts"].value.to_numpy()
     assert np.array_equal(crashes, restarts) and (crashes >= 2).all()
+    dedup = model[model.parameter == "deduplicated_retries"]
+    assert (dedup[dedup.variant == "raise"].value > 0).all()
+    assert (model[model.parameter == "duplicate_requests"].value == 0).all()
     assert "Faults: A = 1/(1 + lambda d)" in (run / "report.md").read_text()
 
 
@@ -246,15 +310,19 @@ def test_leftover_check_sees_a_marked_process():
     assert not marked(mark)
 
 
-def test_a_death_nobody_injected_fails_the_probe_and_reaps_all(names, no_child_left):
+def test_a_death_nobody_injected_fails_the_probe_and_leaves_nothing(names, no_child_left):
     case = Case("faults", "pipe", "same-cpu", 64, k=3, metric="", topology="probe",
                 variant="kill", level=10.0, duration_s=0.1)
     with pytest.raises(RuntimeError, match="died with no crash injected"), \
             Supervisor(names, "same-cpu", timeout=5.0) as sup:
         load = FaultLoad(sup, case, 5.0)
-        load.boot()
-        for i in range(3):
-            load.request(i)
-        os.kill(load.pids[1], signal.SIGKILL)
-        load.request(1)
+        try:
+            load.boot()
+            load.run(monotonic_ns() + 20_000_000)  # load, no crash
+            os.kill(load.slots[1].pid, signal.SIGKILL)
+            load.run(monotonic_ns() + 5_000_000_000)
+        finally:
+            sup.stop()
+            load.close()
     assert not sup.servers and not sup.channels
+    assert all(slot.pidfd == -1 for slot in load.slots)
