@@ -181,3 +181,20 @@ def test_a_case_that_fails_in_new_is_a_failure(tmp_path):
     done = ipcbench("compare", str(base), str(new))
     assert done.returncode == 1
     assert "failed" in done.stdout and "server died" in done.stdout
+
+
+def test_untestable_cases_do_not_dilute_the_family():
+    """Cases whose worker counts can never reach p < 0.05 stay out of Holm's family
+    (Tarone): 400 of them beside one slowed 8-worker case leave it significant."""
+    from harness.compare import RunSamples, compare
+
+    rng = np.random.default_rng(5)
+
+    def run(label: str, scale: float) -> RunSamples:
+        values = {"main": [rng.normal(1000 * scale, 5, 3) for _ in range(8)]}
+        values |= {f"probe{i}": [rng.normal(500, 5, 1) for _ in range(3)] for i in range(400)}
+        return RunSamples(label, MACHINE, values)
+
+    verdicts = {v.case: v for v in compare(run("base", 1.0), run("new", 1.2))}
+    assert verdicts["main"].verdict == "slower"
+    assert {verdicts[f"probe{i}"].verdict for i in range(400)} == {"same"}
