@@ -146,13 +146,17 @@ def compare(base: RunSamples, new: RunSamples, threshold: float = 0.05) -> list[
         b_med = np.array([np.median(w) for w in b])
         n_med = np.array([np.median(w) for w in n])
         ratio = float(np.median(np.concatenate(n)) / np.median(np.concatenate(b)))
-        enough = len(b_med) >= MIN_WORKERS and len(n_med) >= MIN_WORKERS
-        p = float(mannwhitneyu(n_med, b_med, alternative="two-sided").pvalue) if enough \
+        # Tarone (1990): a test whose smallest attainable p is above alpha can never
+        # reject; left in the Holm family it would only cost the others their power.
+        testable = (len(b_med) >= MIN_WORKERS and len(n_med) >= MIN_WORKERS
+                    and _min_p(len(b_med), len(n_med)) < FAMILY_ALPHA)
+        p = float(mannwhitneyu(n_med, b_med, alternative="two-sided").pvalue) if testable \
             else math.nan
         tests.append((name, float(np.median(np.concatenate(b))),
                       float(np.median(np.concatenate(n))), ratio, p))
     adjusted = holm([t[4] for t in tests])
-    judged = [Verdict(*t, q, *_judge(t[3], q, threshold, _floor(base, new, t[0], len(tests))),
+    family = sum(not math.isnan(t[4]) for t in tests)
+    judged = [Verdict(*t, q, *_judge(t[3], q, threshold, _floor(base, new, t[0], family)),
                       unit=base.units.get(t[0], "ns"))
               for t, q in zip(tests, adjusted, strict=True)]
     failed = [Verdict(name, float(np.median(np.concatenate(base.values[name]))), math.nan,
@@ -161,11 +165,15 @@ def compare(base: RunSamples, new: RunSamples, threshold: float = 0.05) -> list[
     return failed + sorted(judged, key=lambda v: -abs(math.log(v.ratio)) if v.ratio > 0 else 0)
 
 
+def _min_p(n1: int, n2: int) -> float:
+    """Mann-Whitney's smallest exact two-sided p for these sample sizes."""
+    return 2 / math.comb(n1 + n2, n1)
+
+
 def _floor(base: RunSamples, new: RunSamples, name: str, tests: int) -> float:
-    """The smallest Holm-adjusted p these worker counts can reach: Mann-Whitney's
-    exact minimum, 2 / C(n1 + n2, n1), times the number of cases."""
-    n1, n2 = len(base.values[name]), len(new.values[name])
-    return min(1.0, 2 / math.comb(n1 + n2, n1) * tests)
+    """The smallest Holm-adjusted p these worker counts can reach: the exact minimum
+    times the number of cases tested."""
+    return min(1.0, _min_p(len(base.values[name]), len(new.values[name])) * max(tests, 1))
 
 
 def holm(p_values: list[float]) -> list[float]:
@@ -181,9 +189,12 @@ def holm(p_values: list[float]) -> list[float]:
 
 
 def _judge(ratio: float, p: float, threshold: float, floor: float) -> tuple[str, str]:
-    if math.isnan(p):
-        return "unknown", f"fewer than {MIN_WORKERS} workers on a side"
     beyond = abs(ratio - 1) > threshold
+    if math.isnan(p):
+        if not beyond:
+            return "same", "within the threshold (too few workers for a test)"
+        return "unknown", (f"beyond the threshold, but too few workers to ever be "
+                           f"significant (p cannot reach {FAMILY_ALPHA})")
     if p < FAMILY_ALPHA and beyond:
         return ("slower" if ratio > 1 else "faster"), "significant and beyond the threshold"
     if not beyond:
