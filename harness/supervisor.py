@@ -176,6 +176,13 @@ class Supervisor:
             os.close(status_r)
         return self._keep(StreamChannel(reply_r, request_w, payload))
 
+    def discard(self, pid: int, channel: Channel) -> None:
+        """A server that died and was reaped by the caller (a crash experiment): drop
+        it, and close the client end that reached it, so ``stop`` has nothing to do."""
+        self.servers = [s for s in self.servers if s.pid != pid]
+        channel.close()
+        self.channels.remove(channel)
+
     def forget(self, links: Sequence[Link]) -> None:
         """Links whose ends were taken (or closed) here: ``stop`` must not close them again."""
         for link in links:

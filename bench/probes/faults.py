@@ -187,7 +187,7 @@ class FaultLoad:
         self.sup.forget([link])
         slot.pidfd = os.pidfd_open(slot.pid)
         slot.channel = self.sup.take(link.client())
-        slot.rfd = slot.channel._rfd  # type: ignore[attr-defined]  # pipe or uds: a stream
+        slot.rfd = slot.channel.fileno()  # type: ignore[attr-defined]  # pipe or uds: a stream
         slot.live = True
 
     def reap(self, slot: Slot, kind: str) -> None:
@@ -198,10 +198,8 @@ class FaultLoad:
         _, status = os.waitpid(slot.pid, 0)
         os.close(slot.pidfd)
         slot.pidfd = -1
-        self.sup.servers = [s for s in self.sup.servers if s.pid != slot.pid]
         assert slot.channel is not None
-        slot.channel.close()
-        self.sup.channels.remove(slot.channel)
+        self.sup.discard(slot.pid, slot.channel)
         slot.channel, slot.rfd, slot.live = None, -1, False
         expected = (os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
                     if kind == "kill" else

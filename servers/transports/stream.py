@@ -97,6 +97,10 @@ class StreamChannel(Channel):
             raise PeerGone("peer closed its end") from None
         raise PeerGone("peer closed its end (EOF)")
 
+    def fileno(self) -> int:
+        """The receiving end, for ``select``: a replies-ready loop over many channels."""
+        return self._rfd
+
     def close(self) -> None:
         fds = {self._rfd, self._wfd}
         self._rfd = self._wfd = -1
