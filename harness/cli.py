@@ -20,9 +20,10 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from harness import __version__, analytic, baseline, history
+from harness import __version__, analytic, baseline, history, reference
 from harness.cleanup import cleanup, sweep
-from harness.compare import compare, load_samples, machine_differences
+from harness.compare import Comparison, compare, load_samples, machine_differences
+from harness.disturbance import LIMIT, run_disturbance
 from harness.doctor import WARN, diagnose
 from harness.errors import UsageError
 from harness.export import export as export_runs
@@ -64,6 +65,7 @@ def build_parser() -> Parser:
     run.add_argument("--history", type=Path, default=history.DEFAULT_PATH,
                      help=f"SQLite file the run is appended to (default: {history.DEFAULT_PATH})")
     run.add_argument("--no-history", action="store_true", help="do not append to the history")
+    add_keep_disturbed(run)
     run.set_defaults(func=cmd_run)
 
     trend = commands.add_parser("history", help="trend per case over the stored runs, "
@@ -78,10 +80,12 @@ def build_parser() -> Parser:
 
     fit = commands.add_parser("fit", help="refit model.csv and the report from saved samples")
     fit.add_argument("folder", type=Path)
+    add_keep_disturbed(fit)
     fit.set_defaults(func=cmd_fit)
 
     report = commands.add_parser("report", help="render a run folder's report again")
     report.add_argument("folder", type=Path)
+    add_keep_disturbed(report)
     report.set_defaults(func=cmd_report)
 
     comp = commands.add_parser(
@@ -94,6 +98,12 @@ def build_parser() -> Parser:
                       help="smallest change that counts, in percent (default: 5)")
     comp.add_argument("--force", action="store_true",
                       help="compare runs from different machines")
+    comp.add_argument("--normalize", action="store_true",
+                      help="judge each batch relative to the machine reference timed beside it")
+    comp.add_argument("--require-power", action="store_true",
+                      help="fail when a timed case could not have detected a change of the "
+                           "threshold's size")
+    add_keep_disturbed(comp)
     comp.set_defaults(func=cmd_compare)
 
     base = commands.add_parser("baseline", help="manage this machine's baseline")
@@ -119,6 +129,12 @@ def build_parser() -> Parser:
                        help="also remove those of runs that are still running")
     clean.set_defaults(func=cmd_cleanup)
     return parser
+
+
+def add_keep_disturbed(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--keep-disturbed", action="store_true",
+                        help=f"keep batches that lost more than {LIMIT:.0%} of their CPU time "
+                             "to other work in the statistics (left out by default)")
 
 
 def _whole(text: str) -> int:
@@ -244,7 +260,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         finally:
             runner.abort()
             cleanup(prefix, include_live_runs=True)
-        run = RunData(run_metadata(suite, args, prefix, started), measured + plan.skipped)
+        run = RunData(run_metadata(suite, args, prefix, started), measured + plan.skipped,
+                      keep_disturbed=args.keep_disturbed)
+        run.metadata["disturbance"] = asdict(run_disturbance(measured))
         run.save(stage)  # the measurements first: nothing after this may lose them
         try:
             analyze(run)
@@ -273,6 +291,10 @@ def run_metadata(suite: Suite, args: argparse.Namespace, prefix: str, started: s
         "suite": suite.name,
         "suite_description": suite.description,
         "settings": asdict(suite.settings),
+        "keep_disturbed": args.keep_disturbed,
+        "disturbance_limit": LIMIT,
+        "reference": f"{reference.NAME}, {reference.LOOPS} x {reference.SIZE} B, before "
+                     "every timed batch",
         "command": sys.argv,
         "started": started,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -289,8 +311,15 @@ def summary_console() -> Console:
     return Console() if sys.stdout.isatty() else Console(width=160)
 
 
-def cmd_report(args: argparse.Namespace) -> int:
+def load_run(args: argparse.Namespace) -> RunData:
+    """A saved run, its statistics over the batches it kept unless told otherwise."""
     run = RunData.load(args.folder)
+    run.keep_disturbed = args.keep_disturbed or bool(run.metadata.get("keep_disturbed"))
+    return run
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    run = load_run(args)
     analyze(run)
     draw(run, args.folder)
     write_report(run, args.folder)
@@ -299,7 +328,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    run = RunData.load(args.folder)
+    run = load_run(args)
     if not run.measured():
         raise UsageError(f"{args.folder}: no measured samples to fit")
     analyze(run)
@@ -333,16 +362,33 @@ def cmd_compare(args: argparse.Namespace) -> int:
         base_path, new_path = args.runs
     else:
         raise UsageError("compare takes two runs, BASE NEW (or NEW with --baseline)")
-    if not 0 < args.threshold < 100:
-        raise UsageError("--threshold is a percentage between 0 and 100")
-    base, new = load_samples(base_path), load_samples(new_path)
+    threshold = _threshold(args.threshold)
+    base = load_samples(base_path, args.keep_disturbed)
+    new = load_samples(new_path, args.keep_disturbed)
     differences = machine_differences(base, new)
     if differences and not args.force:
         raise UsageError("runs come from different machines (" + "; ".join(differences)
                          + "); --force compares them anyway")
-    verdicts = compare(base, new, args.threshold / 100)
-    print_comparison(verdicts, base.label, new.label, summary_console())
-    return 1 if any(v.verdict in ("slower", "failed") for v in verdicts) else 0
+    result = compare(base, new, threshold, normalize=args.normalize)
+    print_comparison(result, base.label, new.label, summary_console())
+    return gate_status(result, args.require_power)
+
+
+def _threshold(percent: float) -> float:
+    if not 0 < percent < 100:  # NaN fails this too
+        raise UsageError("--threshold is a percentage between 0 and 100")
+    return percent / 100
+
+
+def gate_status(result: Comparison, require_power: bool) -> int:
+    """1 on a regression, or with ``require_power`` on a gate case that could not see one."""
+    weak = result.underpowered_gate()
+    if require_power and weak:
+        print(f"ipcbench: --require-power: {len(weak)} timed cases could not have detected "
+              f"a change of {result.threshold:.0%}, e.g. {weak[0].case} "
+              f"(detectable {weak[0].detectable:.1%})")
+        return 1
+    return 1 if result.regressed else 0
 
 
 def cmd_baseline_save(args: argparse.Namespace) -> int:
@@ -364,11 +410,12 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
+    threshold = _threshold(args.threshold)
     machine = args.machine or fingerprint()["machine_id"]
     table = history.series(args.history, machine)
     if table.empty:
         raise UsageError(f"history {args.history}: no runs of machine {machine}")
-    points = history.detect(table, args.threshold / 100)
+    points = history.detect(table, threshold)
     plots = [history.plot_series(table, p, args.plots) for p in points]
     print_history(table, points, summary_console())
     for path in plots:

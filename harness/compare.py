@@ -1,11 +1,22 @@
-"""Comparing two runs: per case, is the new one slower, faster, the same, or unknown?
+"""Comparing two runs: per case, is the new one slower, faster, the same, or could the
+comparison not have told (underpowered)?
 
-Worker medians are the independent units (batches of one worker share its
-process layout and its spell of host noise). Each case gets a two-sided
-Mann-Whitney U test on them, and the p-values are Holm-corrected across all
-cases, because a default run compares ~150 cases and uncorrected tests would
-raise false alarms by chance. A case is slower or faster only when it is
-significant *and* the ratio of medians passes the practical threshold.
+Worker medians are the independent units (batches of one worker share its process
+layout and its spell of host noise). Each case is judged on the log of its worker
+medians: Welch's t-test between two runs, or a paired t-test when base and new
+workers ran back to back (``ipcbench ab``). On the log scale a change is a ratio,
+and the test's own standard error gives the smallest change the case could have
+detected (its minimum detectable effect, at ``POWER``).
+
+Why not Mann-Whitney with Holm, as before: with 8 workers a side the smallest
+two-sided Mann-Whitney p is 1.6e-4, while Holm's first step over the ~700 cases of a
+default run needs 7e-5, so the gate could hardly ever fire. The t-test's p is
+continuous, and the p-values are corrected with Benjamini and Hochberg's false
+discovery rate, which keeps the expected share of false alarms among the cases
+flagged at ``FDR``: when nothing changed, that is the chance of any false alarm at
+all; when a change reaches many cases (a transport, the kernel) it lets them all
+through. A case is slower or faster only when it is significant *and* its ratio
+passes the practical threshold.
 """
 
 from __future__ import annotations
@@ -18,14 +29,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyperf
-from scipy.stats import mannwhitneyu
+from scipy import stats
 
 from harness.errors import UsageError
 from harness.metadata import FINGERPRINT_KEYS
 
-FAMILY_ALPHA = 0.05
+FDR = 0.05
+POWER = 0.8
 LOWER_IS_BETTER = ("ns", "us", "ns/MiB", "ns/B", "bytes")  # costs: more is worse
-MIN_WORKERS = 3
+MIN_WORKERS = 2
 
 
 @dataclass(frozen=True)
@@ -37,18 +49,31 @@ class RunSamples:
     values: dict[str, list[np.ndarray]]  # case name -> one array of values per worker
     failed: dict[str, str] = field(default_factory=dict)  # case name -> why it did not run
     units: dict[str, str] = field(default_factory=dict)  # case name -> unit, when not ns
+    refs: dict[str, list[np.ndarray]] = field(default_factory=dict)  # the reference, alike
+    gate: frozenset[str] = frozenset()  # timed cases: --require-power holds them to it
+
+    def worker_medians(self, name: str, normalize: bool) -> np.ndarray:
+        """One value per worker; normalized: each batch over its reference first."""
+        if normalize and name in self.refs:
+            return np.array([np.median(v / r) for v, r in
+                             zip(self.values[name], self.refs[name], strict=True)])
+        return np.array([np.median(v) for v in self.values[name]])
+
+    def reference(self) -> float:
+        every = [r for refs in self.refs.values() for r in refs]
+        return float(np.median(np.concatenate(every))) if every else math.nan
 
 
-def load_samples(path: Path) -> RunSamples:
+def load_samples(path: Path, keep_disturbed: bool = False) -> RunSamples:
     """A run folder or a ``pyperf.json`` file; UsageError when it is neither."""
     if path.is_dir():
-        return _from_folder(path)
+        return _from_folder(path, keep_disturbed)
     if path.is_file():
         return _from_pyperf(path)
     raise UsageError(f"{path}: no such run folder or pyperf.json file")
 
 
-def _from_folder(folder: Path) -> RunSamples:
+def _from_folder(folder: Path, keep_disturbed: bool) -> RunSamples:
     try:
         machine = json.loads((folder / "metadata.json").read_text())["machine"]
         samples = pd.read_csv(folder / "samples.csv")
@@ -65,14 +90,23 @@ def _from_folder(folder: Path) -> RunSamples:
             samples[column] = samples[column].fillna("")
     if "unit" in samples.columns:  # only costs, where more is worse, are judged
         samples = samples[samples.unit.replace("", "ns").isin(LOWER_IS_BETTER)]
+    if "disturbed" in samples.columns and not keep_disturbed:
+        samples = samples[~samples.disturbed.fillna(False).astype(bool)]
     names = case_names(samples)
     values: dict[str, list[np.ndarray]] = {}
+    refs: dict[str, list[np.ndarray]] = {}
     units: dict[str, str] = {}
+    gate = set()
     for (name, _worker), rows in samples.assign(case=names).groupby(["case", "worker"]):
         values.setdefault(name, []).append(rows.value.to_numpy(float))
+        if "ref_ns" in rows and rows.ref_ns.notna().all():
+            refs.setdefault(name, []).append(rows.ref_ns.to_numpy(float))
+            gate.add(name)  # timed cases carry a reference; probes do not
         if "unit" in rows and rows.unit.iloc[0] not in ("", "ns"):
             units[name] = str(rows.unit.iloc[0])
-    return RunSamples(folder.name, machine, values, _failed_cases(folder), units)
+    refs = {name: r for name, r in refs.items() if len(r) == len(values[name])}
+    return RunSamples(folder.name, machine, values, _failed_cases(folder), units, refs,
+                      frozenset(gate))
 
 
 def _failed_cases(folder: Path) -> dict[str, str]:
@@ -112,7 +146,7 @@ def _from_pyperf(path: Path) -> RunSamples:
         meta = bench.get_metadata()
         machine = machine or {k: meta[f"ipcbench_{k}"] for k in ("machine_id", *FINGERPRINT_KEYS)
                               if f"ipcbench_{k}" in meta}
-    return RunSamples(path.name, machine, values)
+    return RunSamples(path.name, machine, values, gate=frozenset(values))
 
 
 def machine_differences(base: RunSamples, new: RunSamples) -> list[str]:
@@ -123,83 +157,143 @@ def machine_differences(base: RunSamples, new: RunSamples) -> list[str]:
 
 
 @dataclass(frozen=True)
+class Difference:
+    """new - base on the log scale, with its standard error and degrees of freedom."""
+
+    delta: float
+    se: float
+    df: float
+
+    @property
+    def p_value(self) -> float:
+        if self.se == 0:
+            return 1.0 if self.delta == 0 else 0.0
+        return float(2 * stats.t.sf(abs(self.delta) / self.se, self.df))
+
+    def detectable(self, alpha: float) -> float:
+        """The smallest ratio - 1 found with probability ``POWER`` at two-sided ``alpha``."""
+        shift = (stats.t.ppf(1 - alpha / 2, self.df) + stats.t.ppf(POWER, self.df)) * self.se
+        return float(math.expm1(shift))
+
+
+def welch(base: np.ndarray, new: np.ndarray) -> Difference | None:
+    """Two independent sets of worker medians (two runs)."""
+    if min(len(base), len(new)) < MIN_WORKERS or min(base.min(), new.min()) <= 0:
+        return None
+    lb, ln = np.log(base), np.log(new)
+    vb, vn = lb.var(ddof=1) / len(lb), ln.var(ddof=1) / len(ln)
+    se = math.sqrt(vb + vn)
+    df = (vb + vn) ** 2 / (vb**2 / (len(lb) - 1) + vn**2 / (len(ln) - 1)) if se else \
+        len(lb) + len(ln) - 2.0
+    return Difference(float(ln.mean() - lb.mean()), se, float(df))
+
+
+def paired(base: np.ndarray, new: np.ndarray) -> Difference | None:
+    """Worker medians in pairs that ran back to back (``ipcbench ab``)."""
+    n = min(len(base), len(new))
+    if n < MIN_WORKERS or min(base[:n].min(), new[:n].min()) <= 0:
+        return None
+    d = np.log(new[:n]) - np.log(base[:n])
+    return Difference(float(d.mean()), float(d.std(ddof=1) / math.sqrt(n)), n - 1.0)
+
+
+def benjamini_hochberg(p_values: list[float]) -> list[float]:
+    """BH-adjusted p-values, the q-values (nan stays nan)."""
+    finite = sorted((p, i) for i, p in enumerate(p_values) if not math.isnan(p))
+    adjusted = [math.nan] * len(p_values)
+    m = len(finite)
+    running = 1.0
+    for rank in range(m, 0, -1):
+        p, i = finite[rank - 1]
+        running = min(running, p * m / rank)
+        adjusted[i] = running
+    return adjusted
+
+
+@dataclass(frozen=True)
 class Verdict:
     case: str
     base_median: float
     new_median: float
     ratio: float
     p_value: float
-    p_adjusted: float
-    verdict: str  # slower | faster | same | unknown
+    q_value: float
+    detectable: float  # the smallest change (ratio - 1) this case could have caught
+    verdict: str  # slower | faster | same | underpowered | unknown | failed
     reason: str
     unit: str = "ns"  # "slower" on bytes means larger
+    gate: bool = True
 
 
-def compare(base: RunSamples, new: RunSamples, threshold: float = 0.05) -> list[Verdict]:
+@dataclass(frozen=True)
+class Comparison:
+    verdicts: list[Verdict]
+    threshold: float
+    normalized: bool
+    paired: bool
+    reference_change: float  # new reference over base reference, - 1 (nan if none)
+
+    @property
+    def regressed(self) -> bool:
+        return any(v.verdict in ("slower", "failed") for v in self.verdicts)
+
+    def underpowered_gate(self) -> list[Verdict]:
+        return [v for v in self.verdicts if v.gate and v.verdict == "underpowered"]
+
+    def powered(self) -> int:
+        """Cases that could have caught a change of the threshold's size."""
+        return sum(v.detectable <= self.threshold for v in self.verdicts)
+
+
+def compare(base: RunSamples, new: RunSamples, threshold: float = 0.05,
+            normalize: bool = False, pair: bool = False) -> Comparison:
     common = sorted(set(base.values) & set(new.values))
     lost = sorted(set(base.values) & set(new.failed))
     if not common and not lost:
         raise UsageError(f"{base.label} and {new.label} have no case in common")
-    tests = []
+    test = paired if pair else welch
+    found = []
     for name in common:
-        b, n = base.values[name], new.values[name]
-        b_med = np.array([np.median(w) for w in b])
-        n_med = np.array([np.median(w) for w in n])
-        ratio = float(np.median(np.concatenate(n)) / np.median(np.concatenate(b)))
-        # Tarone (1990): a test whose smallest attainable p is above alpha can never
-        # reject; left in the Holm family it would only cost the others their power.
-        testable = (len(b_med) >= MIN_WORKERS and len(n_med) >= MIN_WORKERS
-                    and _min_p(len(b_med), len(n_med)) < FAMILY_ALPHA)
-        p = float(mannwhitneyu(n_med, b_med, alternative="two-sided").pvalue) if testable \
-            else math.nan
-        tests.append((name, float(np.median(np.concatenate(b))),
-                      float(np.median(np.concatenate(n))), ratio, p))
-    adjusted = holm([t[4] for t in tests])
-    family = sum(not math.isnan(t[4]) for t in tests)
-    judged = [Verdict(*t, q, *_judge(t[3], q, threshold, _floor(base, new, t[0], family)),
-                      unit=base.units.get(t[0], "ns"))
-              for t, q in zip(tests, adjusted, strict=True)]
+        b, n = base.worker_medians(name, normalize), new.worker_medians(name, normalize)
+        found.append((name, test(b, n), b, n))
+    p_values = [d.p_value if d else math.nan for _, d, _, _ in found]
+    q_values = benjamini_hochberg(p_values)
+    tested = sum(not math.isnan(p) for p in p_values)
+    rejected = sum(q <= FDR for q in q_values if not math.isnan(q))
+    # BH rejects every p at or below FDR * R / m: the level this comparison ran at.
+    alpha = FDR * max(rejected, 1) / max(tested, 1)
+    judged = [_verdict(name, diff, b, n, q, alpha, threshold, base, new)
+              for (name, diff, b, n), q in zip(found, q_values, strict=True)]
     failed = [Verdict(name, float(np.median(np.concatenate(base.values[name]))), math.nan,
-                      math.nan, math.nan, math.nan, "failed", f"failed in {new.label}: "
-                      f"{new.failed[name]}") for name in lost]
-    return failed + sorted(judged, key=lambda v: -abs(math.log(v.ratio)) if v.ratio > 0 else 0)
+                      math.nan, math.nan, math.nan, math.nan, "failed",
+                      f"failed in {new.label}: {new.failed[name]}") for name in lost]
+    order = sorted(judged, key=lambda v: -abs(math.log(v.ratio)) if v.ratio > 0 else 0)
+    return Comparison(failed + order, threshold, normalize, pair,
+                      new.reference() / base.reference() - 1)
 
 
-def _min_p(n1: int, n2: int) -> float:
-    """Mann-Whitney's smallest exact two-sided p for these sample sizes."""
-    return 2 / math.comb(n1 + n2, n1)
+def _verdict(name: str, diff: Difference | None, b: np.ndarray, n: np.ndarray, q: float,
+             alpha: float, threshold: float, base: RunSamples, new: RunSamples) -> Verdict:
+    base_median = float(np.median(np.concatenate(base.values[name])))
+    new_median = float(np.median(np.concatenate(new.values[name])))
+    with np.errstate(divide="ignore", invalid="ignore"):  # a median of 0: no ratio
+        ratio = math.exp(diff.delta) if diff else float(np.median(n) / np.median(b))
+    detectable = diff.detectable(alpha) if diff else math.inf
+    verdict, reason = _judge(ratio, q, detectable, threshold, diff is not None)
+    return Verdict(name, base_median, new_median, ratio, diff.p_value if diff else math.nan,
+                   q, detectable, verdict, reason, base.units.get(name, "ns"),
+                   name in base.gate and name in new.gate)
 
 
-def _floor(base: RunSamples, new: RunSamples, name: str, tests: int) -> float:
-    """The smallest Holm-adjusted p these worker counts can reach: the exact minimum
-    times the number of cases tested."""
-    return min(1.0, _min_p(len(base.values[name]), len(new.values[name])) * max(tests, 1))
-
-
-def holm(p_values: list[float]) -> list[float]:
-    """Holm-Bonferroni adjusted p-values (nan stays nan)."""
-    finite = sorted((p, i) for i, p in enumerate(p_values) if not math.isnan(p))
-    adjusted = [math.nan] * len(p_values)
-    running = 0.0
-    m = len(finite)
-    for rank, (p, i) in enumerate(finite):
-        running = max(running, min(1.0, (m - rank) * p))
-        adjusted[i] = running
-    return adjusted
-
-
-def _judge(ratio: float, p: float, threshold: float, floor: float) -> tuple[str, str]:
+def _judge(ratio: float, q: float, detectable: float, threshold: float,
+           testable: bool) -> tuple[str, str]:
     beyond = abs(ratio - 1) > threshold
-    if math.isnan(p):
-        if not beyond:
-            return "same", "within the threshold (too few workers for a test)"
-        return "unknown", (f"beyond the threshold, but too few workers to ever be "
-                           f"significant (p cannot reach {FAMILY_ALPHA})")
-    if p < FAMILY_ALPHA and beyond:
-        return ("slower" if ratio > 1 else "faster"), "significant and beyond the threshold"
+    if not testable:
+        return "underpowered", f"no test: fewer than {MIN_WORKERS} workers a side, or values <= 0"
+    if q <= FDR and beyond:
+        return ("slower" if ratio > 1 else "faster"), f"significant, beyond {threshold:.0%}"
+    if detectable > threshold:
+        return "underpowered", f"cannot see {threshold:.0%}: more workers, or a quieter machine"
     if not beyond:
-        return "same", "within the threshold"
-    if floor >= FAMILY_ALPHA:
-        return "unknown", (f"beyond the threshold, but these worker counts cannot reach "
-                           f"p < {FAMILY_ALPHA} over this many cases: run more workers")
-    return "unknown", "beyond the threshold but not significant: too noisy to say"
+        return "same", f"within {threshold:.0%}"
+    return "unknown", f"beyond {threshold:.0%}, not significant"

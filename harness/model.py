@@ -9,12 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.experiment import load_experiments
+from harness.plots import reference_plot
 from harness.results import RunData
 
 
 def analyze(run: RunData) -> None:
     """Fill ``run.model`` and ``run.tables`` from ``run``'s samples."""
-    samples = run.samples_frame()
+    samples = run.kept_samples()
     run.model, run.tables = [], {}
     for experiment in load_experiments().values():
         run.model += experiment.model(samples)
@@ -24,6 +25,9 @@ def analyze(run: RunData) -> None:
 def draw(run: RunData, folder: Path) -> None:
     """Write every experiment's plots into ``folder``; their names go into ``run.plots``."""
     run.plots = []
-    samples = run.samples_frame()
+    samples = run.kept_samples()
     for experiment in load_experiments().values():
         run.plots += [p.name for p in experiment.plots(samples, run.model, run.tables, folder)]
+    host = reference_plot(run.samples_frame(), folder)  # every batch, disturbed ones marked
+    if host is not None:
+        run.plots.append(host.name)

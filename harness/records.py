@@ -111,17 +111,66 @@ class Settings:
             raise ValueError("settings.timeout_s must be between 0.1 and 3600")
 
 
+@dataclass(frozen=True)
+class BatchRecord:
+    """What surrounded one timed batch: the machine reference and what disturbed it.
+
+    ``foreign_ns`` is CPU time on the case's ``cpus`` that went to neither its
+    processes nor idle (other tasks, interrupts, steal); ``other_switches`` are
+    switches on those CPUs into any other task; ``run_delay_ns`` is the time the
+    case's processes were runnable but not running; ``switches`` are the case's
+    own; ``ref_ns`` is the reference (``harness.reference``) timed just before the
+    batch; ``at_s`` is the monotonic clock at its start. ``disturbed`` is set once
+    the run is measured.
+    """
+
+    at_s: float
+    window_ns: float
+    ref_ns: float
+    switches: float
+    steal_ns: float
+    other_switches: float
+    run_delay_ns: float
+    foreign_ns: float
+    cpus: int
+    disturbed: bool = False
+
+    @property
+    def foreign_share(self) -> float:
+        """Foreign (or stolen) CPU time over the CPU time the window offered."""
+        offered = self.window_ns * self.cpus
+        return max(self.foreign_ns, self.steal_ns, 0.0) / offered if offered > 0 else 0.0
+
+
+BATCH_COLUMNS = [f.name for f in fields(BatchRecord)]
+
+
 @dataclass
 class WorkerResult:
-    """What one fresh worker process measured: ns per op per batch, and counters per op."""
+    """What one fresh worker process measured: ns per op per batch, counters per op, and
+    per batch its reference and disturbance (none for probe cases)."""
 
     loops: int
     values: list[float]
     warmups: list[float]
     counters: dict[str, float]
+    batches: list[BatchRecord] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> WorkerResult:
+        """The worker protocol's result; a worker of an older version sends no batches."""
+        batches = [BatchRecord(**b) for b in data.get("batches", [])]
+        return cls(int(data["loops"]), list(data["values"]), list(data.get("warmups", [])),
+                   dict(data.get("counters", {})), batches)
+
+    def kept(self, keep_disturbed: bool = False) -> list[float]:
+        """The batch values the statistics use: undisturbed ones unless told otherwise."""
+        if keep_disturbed or not self.batches:
+            return self.values
+        return [v for v, b in zip(self.values, self.batches, strict=True) if not b.disturbed]
 
 
 @dataclass

@@ -10,14 +10,17 @@ import html
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from harness.compare import Verdict
+from harness.compare import FDR, POWER, Comparison
+from harness.disturbance import LIMIT, run_disturbance
 from harness.doctor import Finding
 from harness.experiment import ModelRow, Section, load_experiments
 from harness.history import ChangePoint
+from harness.records import BatchRecord
 from harness.results import RunData
 
 CROSS_CPU_NOTE = (
@@ -34,6 +37,18 @@ MODEL_NOTE = (
     "The seed form C0 + k(2 alpha + 4 beta) counts 4k switches per request; on one CPU a "
     "chain makes 2k (the `switches` column), so the seed form over-predicts by about 2k beta. "
     "The extended form takes beta from the ring at k + 1 processes."
+)
+
+
+DISTURBANCE_NOTE = (
+    f"A timed batch is disturbed when more than {LIMIT:.0%} of the CPU time its window "
+    "offered on the case's CPUs went to other tasks, interrupts or the hypervisor (steal); on "
+    "several CPUs the limit counts from the case's own lowest decile, since waiting CPUs idle "
+    "and a VM's vCPU wake-up lands there too. Disturbed batches are left out of the statistics "
+    "unless the run was made with --keep-disturbed; samples.csv keeps every batch with "
+    "steal_ns, other_switches, run_delay_ns, foreign_ns and the reference ref_ns (a pipe "
+    "loopback timed just before each batch). reference.png shows the reference over the run: "
+    "the host's fast and slow spells."
 )
 
 
@@ -186,7 +201,40 @@ def experiment_sections(run: RunData) -> list[Section]:
     return found
 
 
+DISTURBANCE_TITLE = "Disturbance by experiment"
+HOST_PLOTS = ("reference.png",)
+
+
+def disturbance_text(run: RunData) -> str:
+    found = run_disturbance(run.measured())
+    kept = ("kept in the statistics (--keep-disturbed)" if run.keep_disturbed
+            else "left out of the statistics")
+    return f"Disturbance: {found.summary()}".replace("were set aside", f"were {kept}")
+
+
+def disturbance_rows(run: RunData) -> Rows:
+    """Per experiment and placement: how many batches other work disturbed."""
+    groups: dict[tuple[str, str], list[BatchRecord]] = {}
+    for result in run.measured():
+        key = (result.case.experiment, result.case.placement)
+        groups.setdefault(key, []).extend(b for w in result.workers for b in w.batches)
+    header = ["experiment", "placement", "batches", "disturbed", "median foreign %",
+              "p95 foreign %", "steal %"]
+    body = []
+    for (experiment, placement), batches in sorted(groups.items()):
+        if not batches:
+            continue
+        shares = [100 * b.foreign_share for b in batches]
+        offered = sum(b.window_ns * b.cpus for b in batches)
+        body.append([experiment, placement, str(len(batches)),
+                     str(sum(b.disturbed for b in batches)), f"{np.median(shares):.2f}",
+                     f"{np.percentile(shares, 95):.2f}",
+                     f"{100 * sum(b.steal_ns for b in batches) / offered:.2f}"])
+    return header, body
+
+
 def print_summary(run: RunData, console: Console) -> None:
+    console.print(disturbance_text(run))
     _print_tables(console, [
         ("Round trip (latency), microseconds", latency_rows(run)),
         ("Payload sweep: median round trip, microseconds", payload_rows(run)),
@@ -231,6 +279,7 @@ def sections(run: RunData) -> list[tuple[str, Rows]]:
         ("Chain and fan-out: predicted against measured", prediction_rows(run)),
         ("Ring: beta over processes and working set", ring_rows(run)),
         ("All model parameters", model_rows(run)),
+        (DISTURBANCE_TITLE, disturbance_rows(run)),
         ("Cases not run", not_run_rows(run)),
     ]
 
@@ -243,6 +292,8 @@ def render_markdown(run: RunData) -> str:
         "",
         f"Started {meta.get('started', '?')}, finished {meta.get('finished', '?')}; "
         f"code {meta.get('git_commit') or 'unknown'}.",
+        "",
+        disturbance_text(run) + ".",
         "",
         "## Machine",
         "",
@@ -261,7 +312,10 @@ def render_markdown(run: RunData) -> str:
                 parts += ["", MODEL_NOTE + (f" Cycles in `model.csv` use the nominal "
                                              f"{mhz:.0f} MHz (a VM does not expose the real "
                                              "clock)." if mhz else "")]
-    placed: set[str] = set()
+            if title == DISTURBANCE_TITLE:
+                parts += ["", DISTURBANCE_NOTE]
+                parts += [f"\n![{name}]({name})" for name in HOST_PLOTS if name in run.plots]
+    placed: set[str] = set(HOST_PLOTS)
     for section in experiment_sections(run):
         parts += ["", f"## {section.title}", "", _markdown(section.header, section.rows)]
         parts += ["", section.note] if section.note else []
@@ -298,6 +352,7 @@ def render_html(run: RunData, folder: Path) -> str:
              f"<p>Started {html.escape(str(meta.get('started', '?')))}, finished "
              f"{html.escape(str(meta.get('finished', '?')))}; code "
              f"{html.escape(str(meta.get('git_commit') or 'unknown'))}.</p>",
+             f"<p>{html.escape(disturbance_text(run))}.</p>",
              "<h2>Machine</h2>",
              _html_table(["key", "value"],
                          [[k, str(v)] for k, v in meta.get("machine", {}).items()]),
@@ -307,7 +362,10 @@ def render_html(run: RunData, folder: Path) -> str:
             parts += [f"<h2>{html.escape(name)}</h2>", _html_table(header, body)]
             if name == "Cost model":
                 parts.append(f"<p class='note'>{html.escape(MODEL_NOTE)}</p>")
-    placed: set[str] = set()
+            if name == DISTURBANCE_TITLE:
+                parts.append(f"<p class='note'>{html.escape(DISTURBANCE_NOTE)}</p>")
+                parts += [_html_figure(folder, p) for p in HOST_PLOTS if p in run.plots]
+    placed: set[str] = set(HOST_PLOTS)
     for section in experiment_sections(run):
         parts += [f"<h2>{html.escape(section.title)}</h2>",
                   _html_table(section.header, section.rows)]
@@ -335,22 +393,51 @@ def write_report(run: RunData, folder: Path) -> None:
 
 
 VERDICT_STYLE = {"failed": "bold red", "slower": "bold red", "faster": "green", "same": "",
-                 "unknown": "yellow"}
+                 "underpowered": "yellow", "unknown": "yellow"}
 
 
-def print_comparison(verdicts: list[Verdict], base: str, new: str, console: Console) -> None:
-    table = Table(title=f"{new} against {base} (largest changes first)", title_justify="left")
-    for name in ("case", "base", "new", "change", "p (Holm)", "verdict", "why"):
-        table.add_column(name, justify="left" if name in ("case", "verdict", "why") else "right")
-    for v in verdicts:
+def print_comparison(result: Comparison, base: str, new: str, console: Console) -> None:
+    how = "paired workers, " if result.paired else ""
+    how += "each batch over its reference, " if result.normalized else ""
+    table = Table(title=f"{new} against {base} ({how}largest changes first)",
+                  title_justify="left")
+    table.add_column("case", overflow="fold")
+    for name in ("base", "new", "change", "detectable", "q (BH)"):
+        table.add_column(name, justify="right", no_wrap=True)
+    table.add_column("verdict", no_wrap=True)
+    table.add_column("why", max_width=32)
+    for v in result.verdicts:
         table.add_row(v.case, _with_unit(v.base_median, v.unit), _with_unit(v.new_median, v.unit),
                       "-" if math.isnan(v.ratio) else f"{v.ratio - 1:+.1%}",
-                      "-" if math.isnan(v.p_adjusted) else f"{v.p_adjusted:.2g}",
+                      _detectable(v.detectable),
+                      "-" if math.isnan(v.q_value) else f"{v.q_value:.2g}",
                       f"[{VERDICT_STYLE[v.verdict]}]{v.verdict}[/]" if VERDICT_STYLE[v.verdict]
                       else v.verdict, v.reason)
     console.print(table)
+    for line in comparison_summary(result):
+        console.print(line)
+
+
+def _detectable(change: float) -> str:
+    if math.isnan(change) or math.isinf(change):
+        return "-"
+    return ">1000%" if change > 10 else f"{change:.1%}"
+
+
+def comparison_summary(result: Comparison) -> list[str]:
+    verdicts = result.verdicts
     counts = {k: sum(v.verdict == k for v in verdicts) for k in VERDICT_STYLE}
-    console.print(", ".join(f"{n} {k}" for k, n in counts.items()))
+    lines = [", ".join(f"{n} {k}" for k, n in counts.items()),
+             f"{result.powered()} of {len(verdicts)} cases could have caught a change of "
+             f"{result.threshold:.0%} (detectable: the change found with {POWER:.0%} power at "
+             f"the level Benjamini-Hochberg applied, FDR {FDR:.0%})"]
+    if not math.isnan(result.reference_change):
+        moved = result.reference_change
+        lines.append(f"the machine reference moved {moved:+.1%} between the runs"
+                     + ("" if result.normalized or abs(moved) < result.threshold / 2 else
+                        ": the host was in another state; --normalize judges each case "
+                        "against it"))
+    return lines
 
 
 def _with_unit(value: float, unit: str) -> str:

@@ -18,16 +18,26 @@ import pyperf
 
 from harness.errors import UsageError
 from harness.experiment import ModelRow
-from harness.records import COUNTER_COLUMNS, KEY_COLUMNS, Case, CaseResult, WorkerResult
+from harness.records import (
+    BATCH_COLUMNS,
+    COUNTER_COLUMNS,
+    KEY_COLUMNS,
+    BatchRecord,
+    Case,
+    CaseResult,
+    WorkerResult,
+)
 from harness.stats import Summary, summarize
 
 CASE_COLUMNS = [*KEY_COLUMNS, "metric", "unit", "topology", "working_set", "sched_batch",
                 "workload", "iterations", "variant", "level", "seed", "duration_s"]
 TEXT_COLUMNS = ["unit", "variant"]
 STAT_COLUMNS = [f.name for f in fields(Summary)]
+DISTURBANCE_COLUMNS = ["batches_disturbed", "foreign_share", "ref_ns"]
 RESULT_COLUMNS = [*KEY_COLUMNS, "metric", "unit", *STAT_COLUMNS, *COUNTER_COLUMNS,
-                  *CASE_COLUMNS[len(KEY_COLUMNS) + 2 :], "status", "note"]
-SAMPLE_COLUMNS = [*CASE_COLUMNS, "worker", "batch", "loops", "value", *COUNTER_COLUMNS]
+                  *CASE_COLUMNS[len(KEY_COLUMNS) + 2 :], *DISTURBANCE_COLUMNS, "status", "note"]
+SAMPLE_COLUMNS = [*CASE_COLUMNS, "worker", "batch", "loops", "value", *COUNTER_COLUMNS,
+                  *BATCH_COLUMNS]
 MODEL_COLUMNS = [f.name for f in fields(ModelRow)]
 
 
@@ -38,33 +48,46 @@ class RunData:
     model: list[ModelRow] = field(default_factory=list)
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     plots: list[str] = field(default_factory=list)
+    keep_disturbed: bool = False  # statistics over every batch, disturbed ones too
 
     def measured(self) -> list[CaseResult]:
         return [c for c in self.cases if c.status == "ok" and c.workers]
 
     def samples_frame(self) -> pd.DataFrame:
+        """Every timed batch, disturbed ones included (``disturbed`` says which)."""
         rows = []
         for result in self.measured():
             case = asdict(result.case)
             for w, worker in enumerate(result.workers):
-                for b, value in enumerate(worker.values):
+                batches = worker.batches or [None] * len(worker.values)
+                for b, (value, batch) in enumerate(zip(worker.values, batches, strict=True)):
                     rows.append({**case, "worker": w, "batch": b, "loops": worker.loops,
                                  "value": value, **dict.fromkeys(COUNTER_COLUMNS, np.nan),
-                                 **worker.counters})
+                                 **worker.counters, **_batch_fields(batch)})
         return pd.DataFrame(rows, columns=SAMPLE_COLUMNS)
+
+    def kept_samples(self) -> pd.DataFrame:
+        """The batches the statistics and the model use."""
+        samples = self.samples_frame()
+        if self.keep_disturbed:
+            return samples
+        return samples[~samples.disturbed.astype(bool)]
 
     def results_frame(self) -> pd.DataFrame:
         rows = []
         for result in self.cases:
             row: dict[str, Any] = {**asdict(result.case), "status": result.status,
                                    "note": result.note}
-            if result.status == "ok" and result.workers:
-                values = np.concatenate([w.values for w in result.workers])
-                groups = np.concatenate([[i] * len(w.values) for i, w in enumerate(result.workers)])
+            workers = [w for w in result.workers if w.kept(self.keep_disturbed)]
+            if result.status == "ok" and workers:
+                kept = [w.kept(self.keep_disturbed) for w in workers]
+                values = np.concatenate(kept)
+                groups = np.concatenate([[i] * len(k) for i, k in enumerate(kept)])
                 row.update(asdict(summarize(values, groups, result.case.name)))
                 for column in COUNTER_COLUMNS:
                     row[column] = float(np.mean([w.counters.get(column, np.nan)
-                                                 for w in result.workers]))
+                                                 for w in workers]))
+                row.update(_disturbance(result.workers, self.keep_disturbed))
             rows.append(row)
         return pd.DataFrame(rows, columns=RESULT_COLUMNS)
 
@@ -80,20 +103,21 @@ class RunData:
     def pyperf_suite(self) -> pyperf.BenchmarkSuite | None:
         benchmarks = []
         for result in self.measured():
-            if result.case.unit != "ns":
+            workers = [w for w in result.workers if w.kept(self.keep_disturbed)]
+            if result.case.unit != "ns" or not workers:
                 continue  # pyperf's compare would read bytes or ratios as times
-            if any(v <= 0 for w in result.workers for v in w.values):
+            if any(v <= 0 for w in workers for v in w.values):
                 continue  # a difference (C0 less an empty loop) can dip to 0; pyperf refuses it
             runs = [
                 pyperf.Run(
-                    [v * 1e-9 for v in worker.values],
+                    [v * 1e-9 for v in worker.kept(self.keep_disturbed)],
                     warmups=[(worker.loops, v * 1e-9) for v in worker.warmups],
                     metadata={"name": result.case.name, "loops": worker.loops, "unit": "second",
                               "description": f"{result.case.metric} per operation",
                               **self._machine_tags()},
                     collect_metadata=False,
                 )
-                for worker in result.workers
+                for worker in workers
             ]
             benchmarks.append(pyperf.Benchmark(runs))
         return pyperf.BenchmarkSuite(benchmarks) if benchmarks else None
@@ -133,11 +157,37 @@ class RunData:
         except (ValueError, OSError) as exc:
             raise UsageError(f"{folder}: unreadable run files: {exc}") from None
         results, samples = _with_defaults(results), _with_defaults(samples)
-        absent = [c for c in SAMPLE_COLUMNS if c not in samples.columns]
+        absent = [c for c in SAMPLE_COLUMNS if c not in samples.columns
+                  and c not in BATCH_COLUMNS]  # runs older than the batch records lack those
         absent += [c for c in ("status", "note", *CASE_COLUMNS) if c not in results.columns]
         if absent:
             raise UsageError(f"{folder}: run files lack column {absent[0]!r}")
         return cls(metadata, _cases_from(results, samples))
+
+
+def _batch_fields(batch: BatchRecord | None) -> dict[str, Any]:
+    if batch is None:  # a probe's value: no reference, no disturbance measured
+        return {**dict.fromkeys(BATCH_COLUMNS, np.nan), "disturbed": False}
+    return asdict(batch)
+
+
+def _disturbance(workers: list[WorkerResult], keep_disturbed: bool) -> dict[str, float]:
+    batches = [b for w in workers for b in w.batches]
+    if not batches:
+        return {}
+    refs = [b.ref_ns for b in batches if keep_disturbed or not b.disturbed]
+    return {"batches_disturbed": sum(b.disturbed for b in batches),
+            "foreign_share": float(np.median([b.foreign_share for b in batches])),
+            "ref_ns": float(np.median(refs)) if refs else np.nan}
+
+
+def _batches_from(rows: pd.DataFrame) -> list[BatchRecord]:
+    """A worker's batch records; none for probes and for runs older than them."""
+    if not set(BATCH_COLUMNS) <= set(rows.columns) or rows.ref_ns.isna().all():
+        return []
+    return [BatchRecord(**{**{c: row[c] for c in BATCH_COLUMNS}, "cpus": int(row["cpus"]),
+                           "disturbed": bool(row["disturbed"])})
+            for row in rows[BATCH_COLUMNS].to_dict("records")]
 
 
 def _with_defaults(frame: pd.DataFrame) -> pd.DataFrame:
@@ -149,6 +199,8 @@ def _with_defaults(frame: pd.DataFrame) -> pd.DataFrame:
             frame[column] = default
     for column in TEXT_COLUMNS:
         frame[column] = frame[column].astype(object).fillna("").astype(str)
+    if "disturbed" in frame.columns:
+        frame["disturbed"] = frame.disturbed.fillna(False).astype(bool)
     frame.loc[frame.unit == "", "unit"] = "ns"
     return frame
 
@@ -163,12 +215,14 @@ def _cases_from(results: pd.DataFrame, samples: pd.DataFrame) -> list[CaseResult
         workers = []
         if row["status"] == "ok" and key in by_case:
             for _, rows in by_case[key].groupby("worker"):
+                rows = rows.sort_values("batch")
                 workers.append(WorkerResult(
                     loops=int(rows.loops.iloc[0]),
-                    values=rows.sort_values("batch").value.tolist(),
+                    values=rows.value.tolist(),
                     warmups=[],
                     counters={c: float(rows[c].iloc[0]) for c in COUNTER_COLUMNS
                               if not np.isnan(rows[c].iloc[0])},
+                    batches=_batches_from(rows),
                 ))
         note = row["note"] if isinstance(row["note"], str) else ""
         cases.append(CaseResult(case, row["status"], note, workers))

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from harness.cleanup import WORKER_MODULE
+from harness.disturbance import mark
 from harness.ipcnames import journal_path
 from harness.records import PROBE, Case, CaseResult, Settings, WorkerResult
 
@@ -58,6 +59,8 @@ class Runner:
                                     f"{passes} {group[0].case.name}")
                     self._add_worker(group)
                     progress.advance(bar)
+        for result in results:
+            mark(result)
         return results
 
     def _add_worker(self, group: list[CaseResult]) -> None:
@@ -84,6 +87,7 @@ class Runner:
         result = CaseResult(case)
         for _ in range(self.settings.workers):
             self._add_worker([result])
+        mark(result)
         return result
 
     def _worker_timeout(self, case: Case) -> float:
@@ -117,7 +121,7 @@ class Runner:
             raise WorkerError(f"worker exited {proc.returncode}: {last}") from None
         if "error" in data:
             raise WorkerError(data["error"])
-        return [WorkerResult(**result) for result in data["results"]]
+        return [WorkerResult.from_dict(result) for result in data["results"]]
 
     def abort(self) -> None:
         """Stop the worker in flight; its servers follow it (PR_SET_PDEATHSIG)."""

@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
-from harness.counters import ProcessCounters
+from harness.counters import CaseCounters, Counters
 from harness.ipcnames import NameSource
-from harness.records import PROBE, Case, Settings, WorkerResult
+from harness.records import PROBE, BatchRecord, Case, Settings, WorkerResult
+from harness.reference import PipeReference
 from harness.supervisor import Supervisor
 from harness.timing import run_batches, warm_up, watchdog
 from harness.topology import Setup, build
@@ -24,17 +26,32 @@ from servers.process import die_with_parent
 PROBES_GROUP = "ipcbench.probes"
 
 
-def timed_values(setup: Setup, loops: int, settings: Settings) -> list[float]:
-    """ns per loop iteration; with a baseline, each batch minus an empty batch beside it."""
-    args = (setup.message, loops)
+def one_batch(setup: Setup, loops: int, timeout: float) -> float:
+    """ns of one batch; with a baseline (C0), less an empty batch timed right after it."""
+    [full] = run_batches(setup.send, setup.recv, setup.message, loops, 1, timeout)
     if setup.baseline is None:
-        return run_batches(setup.send, setup.recv, *args, settings.batches, settings.timeout_s)
-    values = []
+        return full
+    [empty] = run_batches(setup.baseline, None, setup.message, loops, 1, timeout)
+    return full - empty
+
+
+def timed_batches(setup: Setup, loops: int, settings: Settings, counters: CaseCounters,
+                  reference: PipeReference) -> tuple[list[float], list[BatchRecord], Counters]:
+    """The timed batches, each with the reference timed just before it and the counters
+    read just around it; returns ns per loop, the batches' records, and the counters
+    summed over the batches alone (the reference's own time stays out)."""
+    values, records = [], []
+    total: Counters | None = None
     for _ in range(settings.batches):
-        [full] = run_batches(setup.send, setup.recv, *args, 1, settings.timeout_s)
-        [empty] = run_batches(setup.baseline, None, *args, 1, settings.timeout_s)
-        values.append(full - empty)
-    return values
+        ref_ns = reference.measure()
+        at_s = time.monotonic()
+        before = counters.read()
+        values.append(one_batch(setup, loops, settings.timeout_s))
+        window = counters.read() - before
+        total = window if total is None else total + window
+        records.append(window.batch_record(at_s, ref_ns, counters.cpu_count, counters.scope))
+    assert total is not None  # settings.batches >= 1
+    return values, records, total
 
 
 def run_case(case: Case, settings: Settings, names: NameSource) -> WorkerResult:
@@ -47,16 +64,22 @@ def run_case(case: Case, settings: Settings, names: NameSource) -> WorkerResult:
             setup.send, setup.recv, setup.message, target_ns=int(settings.batch_ms * 1e6),
             warmups=settings.warmups, timeout=settings.timeout_s,
         )
-        counters = ProcessCounters([os.getpid(), *sup.pids])
-        before = counters.read()
-        values = timed_values(setup, loops, settings)
-        spent = counters.read() - before
+        # Opened after the servers are forked, so that none of them inherits these fds.
+        cpus = [sup.client_cpu, *(s.cpu for s in sup.servers)]
+        counters = CaseCounters(sup.pids, cpus)
+        try:
+            with PipeReference() as reference:
+                values, batches, spent = timed_batches(setup, loops, settings, counters,
+                                                       reference)
+        finally:
+            counters.close()
         with watchdog(settings.timeout_s):
             setup.check()
     hops = setup.hops
     per_op = spent.per_op(loops * settings.batches * hops)
     per_op["messages_per_op"] = setup.messages / hops
-    return WorkerResult(loops, [v / hops for v in values], [v / hops for v in warmups], per_op)
+    return WorkerResult(loops, [v / hops for v in values], [v / hops for v in warmups], per_op,
+                        batches)
 
 
 def run_probe(cases: list[Case], settings: Settings, names: NameSource) -> list[WorkerResult]:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,8 @@ DESIGN_RESULT_COLUMNS = [
 ]
 RUN_FILES = ["results.csv", "samples.csv", "model.csv", "metadata.json", "pyperf.json",
              "report.md", "report.html", "chain_predictions.csv", "ring_beta.csv", "chain.png",
-             "ratio_over_k.png", "latency.png", "latency_distribution.png", "payload.png"]
+             "ratio_over_k.png", "latency.png", "latency_distribution.png", "payload.png",
+             "reference.png"]
 
 
 def leftovers(prefix: str = "ipcb-") -> list[str]:
@@ -54,7 +56,7 @@ def test_run_folder_has_every_file_and_column(tiny_run):
     ok = results[results.status == "ok"]
     assert set(ok.metric) == {"round_trip", "message", "hop", "compute"}
     assert set(ok.unit) == {"ns"}
-    assert (ok.n == 2 * 2).all()  # workers x batches
+    assert (ok.n + ok.batches_disturbed == 2 * 2).all()  # workers x batches
     assert (ok.ci_low <= ok["median"]).all() and (ok["median"] <= ok.ci_high).all()
 
 
@@ -62,7 +64,8 @@ def test_samples_add_up_to_the_results(tiny_run):
     results = pd.read_csv(tiny_run / "results.csv")
     samples = pd.read_csv(tiny_run / "samples.csv")
     ok = results[results.status == "ok"]
-    assert len(samples) == ok.n.sum()
+    assert len(samples) == ok.n.sum() + ok.batches_disturbed.sum()
+    samples = samples[~samples.disturbed]  # the statistics leave disturbed batches out
     keys = ["experiment", "transport", "placement", "payload_bytes", "k", "topology",
             "working_set", "metric"]
     medians = samples.groupby(keys).value.median().reset_index()
@@ -72,7 +75,10 @@ def test_samples_add_up_to_the_results(tiny_run):
 
 
 def test_switch_counts_follow_placement(tiny_run):
-    """On one CPU every round trip must switch to the server and back; a call never does."""
+    """On one CPU every round trip must switch to the server and back; a call never does.
+
+    Other load only adds switches (a preempted process), so the bounds hold on a busy
+    machine: at least two on one CPU, and a spinning peer never blocks (voluntary)."""
     results = pd.read_csv(tiny_run / "results.csv")
     results = results[results.experiment == "latency"].set_index(
         ["experiment", "transport", "placement", "payload_bytes"])
@@ -80,7 +86,8 @@ def test_switch_counts_follow_placement(tiny_run):
         assert results.loc[("latency", transport, "same-cpu", 64), "ctx_switches_per_op"] >= 1.99
     assert results.loc[("latency", "call", "same-cpu", 64), "ctx_switches_per_op"] < 0.01
     if len(os.sched_getaffinity(0)) >= 2:
-        assert results.loc[("latency", "shm-spin", "cross-cpu", 64), "ctx_switches_per_op"] < 0.5
+        assert results.loc[("latency", "shm-spin", "cross-cpu", 64),
+                           "ctx_voluntary_per_op"] < 0.5
 
 
 def test_skipped_cases_carry_their_reason(tiny_run):
@@ -161,21 +168,34 @@ SLOW_SUITE = TINY_SUITE.replace("batch_ms = 1.0", "batch_ms = 200.0").replace(
     "batches = 2", "batches = 20")
 
 
-def start_slow_run(tmp_path: Path) -> tuple[subprocess.Popen[str], Path, str]:
-    """Start a run and wait until its first worker has forked a server."""
+@pytest.fixture
+def slow_run(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Path, str]]:
+    """A run whose first worker has forked a server; killed at teardown whatever happens,
+    so a failing test leaves no run (and, through PR_SET_PDEATHSIG, no worker) behind."""
     suite = write_suite(tmp_path, SLOW_SUITE)
     out = tmp_path / "out"
     runner = subprocess.Popen([sys.executable, "-m", "harness", "run", "--suite", str(suite),
                                "--out", str(out)], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
+    try:
+        yield runner, out, _first_worker_run(runner)
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+        runner.communicate()
+
+
+def _first_worker_run(runner: subprocess.Popen[str]) -> str:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         for child in psutil.Process(runner.pid).children(recursive=True):
-            cmdline = child.cmdline()
-            if "--run" in cmdline and child.children():
-                return runner, out, cmdline[cmdline.index("--run") + 1]
+            try:
+                cmdline = child.cmdline()
+                if "--run" in cmdline and child.children():
+                    return cmdline[cmdline.index("--run") + 1]
+            except psutil.Error:  # a worker that ended (a zombie) between listing and asking
+                continue
         time.sleep(0.05)
-    runner.kill()
     pytest.fail("no worker with a server appeared within 60 s")
 
 
@@ -188,8 +208,8 @@ def wait_gone(prefix: str, seconds: float = 10) -> list[int]:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_interrupt_mid_run_cleans_up(tmp_path, sig):
-    runner, out, prefix = start_slow_run(tmp_path)
+def test_interrupt_mid_run_cleans_up(tmp_path, slow_run, sig):
+    runner, out, prefix = slow_run
     runner.send_signal(sig)
     _, err = runner.communicate(timeout=30)
     assert runner.returncode == 130, err
@@ -201,8 +221,8 @@ def test_interrupt_mid_run_cleans_up(tmp_path, sig):
     assert not out.exists()
 
 
-def test_kill_9_then_cleanup_leaves_nothing(tmp_path):
-    runner, _out, prefix = start_slow_run(tmp_path)
+def test_kill_9_then_cleanup_leaves_nothing(tmp_path, slow_run):
+    runner, _out, prefix = slow_run
     runner.kill()
     runner.communicate(timeout=30)
     [stage] = tmp_path.glob(".out.partial-*")
@@ -295,7 +315,7 @@ def test_run_is_appended_to_the_history(tiny_run):
 
 def test_html_report_is_self_contained(tiny_run):
     page = (tiny_run / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == len(list(tiny_run.glob("*.png"))) == 5
+    assert page.count("data:image/png;base64,") == len(list(tiny_run.glob("*.png"))) == 6
     assert "src='http" not in page and "<link" not in page
     assert "T_mu/T_m" in page and "machine_id" in page
 

@@ -1,0 +1,47 @@
+"""The machine reference: a fixed pipe loopback timed beside every batch.
+
+One process writes 64 bytes into a pipe and reads them back, ``LOOPS`` times. It
+shares the kernel's syscall and pipe path with what the suite measures, but none of
+the suite's transports: a change to ``servers/`` cannot move it, while the host's
+slow and fast spells do. Of the references tried beside same-CPU round trips (this
+loopback, a loopback of the case's own transport, a CPU loop, a bare syscall), it
+cut the spread of one-second medians the most for most transports; README's "Noise"
+section has the figures, and ``ipcbench doctor`` repeats the comparison anywhere.
+"""
+
+from __future__ import annotations
+
+import os
+from itertools import repeat
+from time import perf_counter_ns
+
+LOOPS = 1000
+SIZE = 64
+NAME = "pipe loopback"
+
+
+class PipeReference:
+    """A pipe held by this process; ``measure`` gives ns per write+read."""
+
+    def __init__(self, loops: int = LOOPS) -> None:
+        self._read, self._write = os.pipe()
+        self._loops = loops
+        self._message = b"r" * SIZE
+
+    def measure(self) -> float:
+        write, read, wfd, rfd, message = os.write, os.read, self._write, self._read, self._message
+        start = perf_counter_ns()
+        for _ in repeat(None, self._loops):
+            write(wfd, message)
+            read(rfd, SIZE)
+        return (perf_counter_ns() - start) / self._loops
+
+    def close(self) -> None:
+        for fd in (self._read, self._write):
+            os.close(fd)
+
+    def __enter__(self) -> PipeReference:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
