@@ -17,13 +17,13 @@ import psutil
 
 from harness.ipcnames import (
     MQUEUE_DIR,
-    PREFIX,
     SHM_DIR,
     pid_alive,
     runner_pid,
     scratch_root,
     state_dir,
 )
+from harness.names import PREFIX
 
 WORKER_MODULE = "harness.worker"
 STANDALONE_MODULE = "servers.standalone"  # exec'd servers carry --run too

@@ -27,9 +27,10 @@ from harness.disturbance import LIMIT, run_disturbance
 from harness.doctor import WARN, diagnose
 from harness.errors import UsageError
 from harness.export import export as export_runs
-from harness.ipcnames import new_run_prefix, stage_record
+from harness.ipcnames import stage_record
 from harness.metadata import fingerprint, git_commit, nominal_mhz, pyperf_metadata
 from harness.model import analyze, draw
+from harness.names import new_run_prefix
 from harness.report import (
     print_comparison,
     print_findings,

@@ -53,11 +53,15 @@ class RunSamples:
     gate: frozenset[str] = frozenset()  # timed cases: --require-power holds them to it
 
     def worker_medians(self, name: str, normalize: bool) -> np.ndarray:
-        """One value per worker; normalized: each batch over its reference first."""
+        """One value per worker; normalized: over the median of that worker's reference.
+
+        Per worker, not per batch: one reference takes half a millisecond, and its own
+        jitter would add to each batch's, while the host's spells last longer than a
+        worker lives."""
+        medians = np.array([np.median(v) for v in self.values[name]])
         if normalize and name in self.refs:
-            return np.array([np.median(v / r) for v, r in
-                             zip(self.values[name], self.refs[name], strict=True)])
-        return np.array([np.median(v) for v in self.values[name]])
+            return medians / np.array([np.median(r) for r in self.refs[name]])
+        return medians
 
     def reference(self) -> float:
         every = [r for refs in self.refs.values() for r in refs]

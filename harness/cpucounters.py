@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import ctypes
 import os
-import platform
 import struct
 from dataclasses import astuple, dataclass
-from pathlib import Path
 
 TICK_NS = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
 CPUIDLE = "/sys/devices/system/cpu/cpu{}/cpuidle"
@@ -45,7 +43,7 @@ class CpuTotals:
 
 def _perf_switch_counter(cpu: int) -> int | None:
     """A counting perf event of every context switch on ``cpu``, or None if not allowed."""
-    number = PERF_SYSCALL.get(platform.machine())
+    number = PERF_SYSCALL.get(os.uname().machine)
     if number is None:
         return None
     attr = struct.pack("IIQ", PERF_TYPE_SOFTWARE, PERF_ATTR_SIZE,
@@ -56,6 +54,18 @@ def _perf_switch_counter(cpu: int) -> int | None:
     return fd if fd >= 0 else None
 
 
+def _idle_states(cpu: int) -> list[str]:
+    try:
+        return sorted(s for s in os.listdir(CPUIDLE.format(cpu)) if s.startswith("state"))
+    except OSError:  # no cpuidle driver: idle comes from /proc/stat, in ticks
+        return []
+
+
+def _read_int(path: str) -> int:
+    with open(path) as file:
+        return int(file.read())
+
+
 class CpuCounters:
     """Reads the totals of ``cpus``; ``close`` releases the perf events."""
 
@@ -63,8 +73,8 @@ class CpuCounters:
         self.cpus = sorted(set(cpus))
         names = {f"cpu{c}" for c in self.cpus}
         self._lines = names
-        self._idle_files = [p for c in self.cpus
-                            for p in sorted(Path(CPUIDLE.format(c)).glob("state*/time"))]
+        self._idle_files = [f"{CPUIDLE.format(c)}/{state}/time" for c in self.cpus
+                            for state in _idle_states(c)]
         self.idle_source = "cpuidle" if self._idle_files else "/proc/stat"
         fds = [_perf_switch_counter(c) for c in self.cpus]
         if all(fd is not None for fd in fds):
@@ -90,7 +100,7 @@ class CpuCounters:
                     ctxt = int(line.split()[1])
                     break
         if self._idle_files:
-            idle_ns = 1000 * sum(int(p.read_text()) for p in self._idle_files)
+            idle_ns = 1000 * sum(_read_int(path) for path in self._idle_files)
         else:
             idle_ns = idle_ticks * TICK_NS
         if self._perf:

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.cleanup import stray_processes
-from harness.ipcnames import PREFIX, SHM_DIR, pid_alive, runner_pid, scratch_root, state_dir
+from harness.ipcnames import SHM_DIR, pid_alive, runner_pid, scratch_root, state_dir
 from harness.metadata import virtualization
+from harness.names import PREFIX
 from servers.transports.mq import QUEUE_DEPTH, MqLimits
 from servers.transports.pipe import pipe_max_size
 

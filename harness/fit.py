@@ -63,9 +63,9 @@ def ols(
     r2 = 1 - float(((y - fitted) ** 2).sum()) / total if total > 0 else 1.0
     rng = seeded_rng(label)
     members = [np.flatnonzero(groups == g) for g in np.unique(groups)]
-    draws = np.empty((resamples, x.shape[1]))
-    for b in range(resamples):
-        pick = np.concatenate([rng.choice(m, size=len(m)) for m in members])
-        draws[b] = _solve(x[pick], y[pick])
+    picks = np.concatenate([m[rng.integers(len(m), size=(resamples, len(m)))]
+                            for m in members], axis=1)
+    # Every resample at once: the pseudo-inverse is lstsq's minimum-norm solution.
+    draws = np.einsum("rpn,rn->rp", np.linalg.pinv(x[picks]), y[picks])
     bounds = np.array([interval(draws[:, j]) for j in range(x.shape[1])])
     return Fit(names, coef, bounds[:, 0], bounds[:, 1], r2, y - fitted)

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any, Literal
+
+# Every worker imports this module: ``typing`` alone costs each of them milliseconds.
+TYPE_CHECKING = False  # True for the type checker (pyproject: always_true)
+if TYPE_CHECKING:
+    from typing import Any, Literal
+
+    Status = Literal["ok", "skipped", "error"]
 
 KEY_COLUMNS = ["experiment", "transport", "placement", "payload_bytes", "k"]
 COUNTER_COLUMNS = [
@@ -16,7 +22,6 @@ COUNTER_COLUMNS = [
 ]
 TOPOLOGIES = ("echo", "chain", "fanout", "ring", "self", "compute")
 PROBE = "probe"  # a case an experiment measures itself (footprint, boot, faults, ...)
-Status = Literal["ok", "skipped", "error"]
 
 
 @dataclass(frozen=True)

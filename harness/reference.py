@@ -7,13 +7,19 @@ slow and fast spells do. Of the references tried beside same-CPU round trips (th
 loopback, a loopback of the case's own transport, a CPU loop, a bare syscall), it
 cut the spread of one-second medians the most for most transports; README's "Noise"
 section has the figures, and ``ipcbench doctor`` repeats the comparison anywhere.
+
+It is timed by this thread's CPU clock, not the wall clock: the loop never blocks, so
+the two agree, except that the CPU clock leaves out the time the hypervisor took the
+vCPU away (steal) and other tasks' turns. In a noisy spell those hit a quarter of all
+10-ms windows here, and a wall-clock reference then varied more between workers than
+the cases it was meant to steady.
 """
 
 from __future__ import annotations
 
 import os
 from itertools import repeat
-from time import perf_counter_ns
+from time import thread_time_ns
 
 LOOPS = 1000
 SIZE = 64
@@ -30,11 +36,11 @@ class PipeReference:
 
     def measure(self) -> float:
         write, read, wfd, rfd, message = os.write, os.read, self._write, self._read, self._message
-        start = perf_counter_ns()
+        start = thread_time_ns()
         for _ in repeat(None, self._loops):
             write(wfd, message)
             read(rfd, SIZE)
-        return (perf_counter_ns() - start) / self._loops
+        return (thread_time_ns() - start) / self._loops
 
     def close(self) -> None:
         for fd in (self._read, self._write):

@@ -49,12 +49,19 @@ class RunData:
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     plots: list[str] = field(default_factory=list)
     keep_disturbed: bool = False  # statistics over every batch, disturbed ones too
+    # A run's cases do not change once it is built: its frames are made once.
+    _frames: dict[object, pd.DataFrame] = field(default_factory=dict, repr=False)
 
     def measured(self) -> list[CaseResult]:
         return [c for c in self.cases if c.status == "ok" and c.workers]
 
     def samples_frame(self) -> pd.DataFrame:
         """Every timed batch, disturbed ones included (``disturbed`` says which)."""
+        if "samples" not in self._frames:
+            self._frames["samples"] = self._samples()
+        return self._frames["samples"]
+
+    def _samples(self) -> pd.DataFrame:
         rows = []
         for result in self.measured():
             case = asdict(result.case)
@@ -74,6 +81,13 @@ class RunData:
         return samples[~samples.disturbed.astype(bool)]
 
     def results_frame(self) -> pd.DataFrame:
+        """One row per case: statistics over the kept batches, counters, status."""
+        key = ("results", self.keep_disturbed)
+        if key not in self._frames:
+            self._frames[key] = self._results()
+        return self._frames[key]
+
+    def _results(self) -> pd.DataFrame:
         rows = []
         for result in self.cases:
             row: dict[str, Any] = {**asdict(result.case), "status": result.status,

@@ -10,13 +10,12 @@ from __future__ import annotations
 import os
 import select
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from harness.ipcnames import NameSource
+from harness.names import NameSource
 from servers.echo import serve
 from servers.process import ServerSetup, run_server
 from servers.transports import PLACEMENTS, Channel, Link, Transport
@@ -24,6 +23,11 @@ from servers.transports.base import close_fds
 from servers.transports.call import CallLink
 from servers.transports.stream import StreamChannel
 from servers.workloads import Handler
+
+# Every worker imports this module: ``typing`` and ``subprocess`` cost each of them milliseconds.
+TYPE_CHECKING = False  # True for the type checker (pyproject: always_true)
+if TYPE_CHECKING:
+    import subprocess
 
 STOP_GRACE_S = 1.0
 STANDALONE_MODULE = "servers.standalone"
@@ -158,6 +162,8 @@ class Supervisor:
                    "--reply-fd", str(reply_w), "--status-fd", str(status_w),
                    "--parent", str(os.getpid()), "--cpu", str(cpu),
                    "--run", run or self.names.prefix, *(["--sched-batch"] * self.sched_batch)]
+        import subprocess  # only here: every worker imports this module
+
         try:  # no preexec_fn: it would cost subprocess its fast vfork path
             proc = subprocess.Popen(command, pass_fds=(request_r, reply_w, status_w))
         except OSError:

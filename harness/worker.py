@@ -11,10 +11,9 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 
 from harness.counters import CaseCounters, Counters
-from harness.ipcnames import NameSource
+from harness.names import NameSource
 from harness.records import PROBE, BatchRecord, Case, Settings, WorkerResult
 from harness.reference import PipeReference
 from harness.supervisor import Supervisor
@@ -102,7 +101,7 @@ def main() -> int:
     task = json.loads(sys.stdin.read())
     die_with_parent(task["runner_pid"])
     os.sched_setaffinity(0, task["cpus"])
-    names = NameSource(f"{task['prefix']}{os.getpid()}-", Path(task["journal"]))
+    names = NameSource(f"{task['prefix']}{os.getpid()}-", task["journal"])
     cases = [Case.from_dict(c) for c in task["cases"]]
     settings = Settings(**task["settings"])
     try:
@@ -119,4 +118,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    code = main()
+    sys.stdout.flush()
+    # Everything is reaped, closed and written: skip the interpreter's teardown (module
+    # clean-up and a last collection), a few milliseconds of every worker's life.
+    os._exit(code)

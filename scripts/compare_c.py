@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
-from harness.ipcnames import new_run_prefix
+from harness.names import new_run_prefix
 from harness.records import Case, Settings
 from harness.runner import Runner
 

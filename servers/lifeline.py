@@ -10,7 +10,6 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
-from typing import NamedTuple
 
 PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -20,12 +19,18 @@ EXIT_ERROR = 1
 EXIT_ORPHANED = 3
 
 
-class ServerSetup(NamedTuple):
-    """How a server places itself: CPU, scheduling class, who its parent is."""
+class ServerSetup:
+    """How a server places itself: CPU, scheduling class, who its parent is.
 
-    cpu: int | None
-    sched_batch: bool
-    parent_pid: int
+    A plain class: a NamedTuple would import ``typing``, and an exec'd server's start
+    measures the interpreter, not our imports."""
+
+    __slots__ = ("cpu", "parent_pid", "sched_batch")
+
+    def __init__(self, cpu: int | None, sched_batch: bool, parent_pid: int) -> None:
+        self.cpu = cpu
+        self.sched_batch = sched_batch
+        self.parent_pid = parent_pid
 
 
 def die_with_parent(parent_pid: int) -> None:

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from harness.cleanup import sweep
-from harness.ipcnames import SHM_DIR, NameSource, new_run_prefix
+from harness.ipcnames import SHM_DIR
+from harness.names import NameSource, new_run_prefix
 
 
 def shm_objects(prefix: str) -> list[str]:

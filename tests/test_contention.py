@@ -34,7 +34,8 @@ from bench.probes.contention import (
     warm_up_ns,
 )
 from harness.experiment import ExperimentParams
-from harness.ipcnames import SHM_DIR, NameSource
+from harness.ipcnames import SHM_DIR
+from harness.names import NameSource
 
 from .helpers import ipcbench, run_worker, write_suite
 

@@ -21,7 +21,7 @@ from cryptography.exceptions import InvalidTag
 from bench.layers import BLOCK_BYTES, EXPERIMENT, metrics
 from bench.probes.layers import TEMP_PREFIX, open_stack, stdlib_files
 from harness.experiment import ExperimentParams
-from harness.ipcnames import NameSource
+from harness.names import NameSource
 from harness.supervisor import Supervisor
 from servers.layers import FramedPipe, LayerError, StackClient, stack_layers
 

@@ -49,7 +49,7 @@ from typing import Protocol
 
 import posix_ipc
 
-from harness.ipcnames import NameSource
+from harness.names import NameSource
 from harness.records import Case, Settings
 from servers.process import EXIT_ERROR, die_with_parent
 

@@ -13,7 +13,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 
-from harness.ipcnames import NameSource
+from harness.names import NameSource
 from harness.records import Case, Settings
 from harness.supervisor import Supervisor
 from harness.timing import watchdog

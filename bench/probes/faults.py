@@ -49,7 +49,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from time import monotonic_ns
 
-from harness.ipcnames import NameSource
+from harness.names import NameSource
 from harness.records import Case, Settings
 from harness.supervisor import Supervisor
 from servers.faults import (

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import psutil
 
-from harness.ipcnames import NameSource
+from harness.names import NameSource
 from harness.records import Case, Settings
 from harness.supervisor import Supervisor
 from harness.timing import watchdog

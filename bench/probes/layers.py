@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from time import perf_counter_ns
 
-from harness.ipcnames import NameSource
+from harness.names import NameSource
 from harness.records import Case, Settings
 from harness.supervisor import Supervisor
 from harness.timing import watchdog

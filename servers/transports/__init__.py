@@ -1,6 +1,14 @@
-"""The transport registry: adding one is a new file plus its line here."""
+"""The transport registry: adding one is a new file plus its line here.
+
+A transport's module is imported the first time it is asked for: a worker that
+measures pipes does not pay for importing sockets or message queues (every worker
+is a fresh interpreter, and imports are most of its start-up).
+"""
 
 from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from importlib import import_module
 
 from servers.transports.base import (
     Buffer,
@@ -11,26 +19,41 @@ from servers.transports.base import (
     Placement,
     Transport,
 )
-from servers.transports.call import CallTransport
-from servers.transports.mq import MqTransport
-from servers.transports.pipe import PipeTransport
-from servers.transports.shm import ShmTransport
-from servers.transports.shm_spin import SpinTransport
-from servers.transports.uds import UdsTransport
 
-TRANSPORTS: dict[str, Transport] = {
-    t.name: t
-    for t in (
-        CallTransport(),
-        PipeTransport(),
-        MqTransport(),
-        ShmTransport(),
-        SpinTransport(),
-        UdsTransport(),
-    )
+# name -> "module:class"
+MODULES = {
+    "call": "servers.transports.call:CallTransport",
+    "pipe": "servers.transports.pipe:PipeTransport",
+    "mq": "servers.transports.mq:MqTransport",
+    "shm": "servers.transports.shm:ShmTransport",
+    "shm-spin": "servers.transports.shm_spin:SpinTransport",
+    "uds": "servers.transports.uds:UdsTransport",
 }
 
 PLACEMENTS = ("same-cpu", "cross-cpu")
+
+
+class Registry(Mapping[str, Transport]):
+    """The transports by name; each one built on first use."""
+
+    def __init__(self, modules: dict[str, str]) -> None:
+        self._modules = modules
+        self._loaded: dict[str, Transport] = {}
+
+    def __getitem__(self, name: str) -> Transport:
+        if name not in self._loaded:
+            module, _, cls = self._modules[name].partition(":")
+            self._loaded[name] = getattr(import_module(module), cls)()
+        return self._loaded[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._modules)
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+
+TRANSPORTS = Registry(MODULES)
 
 
 def get_transport(name: str) -> Transport:

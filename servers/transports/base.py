@@ -12,7 +12,6 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import ClassVar
 
 Buffer = bytes | bytearray | memoryview
 Send = Callable[[Buffer], object]
@@ -103,8 +102,8 @@ class Link(ABC):
 class Transport(ABC):
     """A way for a client to reach a server. One subclass per file, one registry entry."""
 
-    name: ClassVar[str]
-    in_process: ClassVar[bool] = False
+    name: str  # set by each subclass
+    in_process: bool = False
 
     def max_payload(self) -> int:
         """The largest frame this transport carries on this machine."""

@@ -7,7 +7,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from operator import itemgetter
-from pathlib import Path
 
 import posix_ipc
 
@@ -38,7 +37,8 @@ class MqLimits:
     def read(cls) -> MqLimits:
         def proc(name: str, default: int) -> int:
             try:
-                return int(Path("/proc/sys/fs/mqueue", name).read_text())
+                with open(f"/proc/sys/fs/mqueue/{name}") as limit:
+                    return int(limit.read())
             except OSError:
                 return default
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import fcntl
 import os
 from collections.abc import Callable
-from pathlib import Path
 
 from servers.transports.base import Channel, Link, Transport, close_fds
 from servers.transports.stream import StreamChannel
@@ -15,7 +14,8 @@ DEFAULT_PIPE_SIZE = 64 << 10
 
 def pipe_max_size() -> int:
     try:
-        return int(Path("/proc/sys/fs/pipe-max-size").read_text())
+        with open("/proc/sys/fs/pipe-max-size") as limit:
+            return int(limit.read())
     except OSError:
         return DEFAULT_PIPE_SIZE
 

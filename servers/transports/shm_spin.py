@@ -8,7 +8,7 @@ that order to the other CPU.
 
 from __future__ import annotations
 
-import platform
+import os
 import time
 from collections.abc import Callable
 
@@ -105,7 +105,7 @@ class SpinTransport(Transport):
         return shm_capacity()
 
     def refuse(self, payload: int, placement: Placement, links: int = 1) -> str | None:
-        if platform.machine() not in ("x86_64", "AMD64", "i686", "i386"):
+        if os.uname().machine not in ("x86_64", "AMD64", "i686", "i386"):
             return "the busy-poll protocol relies on x86's store ordering"
         if placement.name != "cross-cpu":
             return "busy polling on one CPU spins away the time slice its peer needs"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import socket
 import struct
 from collections.abc import Callable
-from pathlib import Path
 
 from servers.transports.base import Channel, Link, Transport
 from servers.transports.stream import StreamChannel
@@ -56,7 +55,8 @@ class UdsTransport(Transport):
     def max_payload(self) -> int:
         # The socket buffer (capped by net.core.wmem_max) must hold a whole frame.
         try:
-            return int(Path("/proc/sys/net/core/wmem_max").read_text())
+            with open("/proc/sys/net/core/wmem_max") as limit:
+                return int(limit.read())
         except OSError:
             return 1 << 20
 

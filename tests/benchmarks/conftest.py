@@ -11,8 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from harness.ipcnames import NameSource, new_run_prefix
 from harness.metadata import fingerprint
+from harness.names import NameSource, new_run_prefix
 from harness.supervisor import Supervisor
 from servers.transports import TRANSPORTS, Channel
 from servers.workloads import echo
