@@ -82,11 +82,13 @@ def build_parser() -> Parser:
     fit = commands.add_parser("fit", help="refit model.csv and the report from saved samples")
     fit.add_argument("folder", type=Path)
     add_keep_disturbed(fit)
+    add_raw(fit)
     fit.set_defaults(func=cmd_fit)
 
     report = commands.add_parser("report", help="render a run folder's report again")
     report.add_argument("folder", type=Path)
     add_keep_disturbed(report)
+    add_raw(report)
     report.set_defaults(func=cmd_report)
 
     comp = commands.add_parser(
@@ -136,6 +138,12 @@ def add_keep_disturbed(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep-disturbed", action="store_true",
                         help=f"keep batches that lost more than {LIMIT:.0%} of their CPU time "
                              "to other work in the statistics (left out by default)")
+
+
+def add_raw(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--raw", action="store_true",
+                        help="fit the model on the raw values (by default each worker's values "
+                             "are scaled to the run's median machine reference)")
 
 
 def _whole(text: str) -> int:
@@ -316,6 +324,7 @@ def load_run(args: argparse.Namespace) -> RunData:
     """A saved run, its statistics over the batches it kept unless told otherwise."""
     run = RunData.load(args.folder)
     run.keep_disturbed = args.keep_disturbed or bool(run.metadata.get("keep_disturbed"))
+    run.raw_model = args.raw
     return run
 
 

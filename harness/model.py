@@ -8,14 +8,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
+
 from harness.experiment import load_experiments
 from harness.plots import reference_plot
 from harness.results import RunData
+from harness.samples import host_adjusted
+
+
+def model_samples(run: RunData) -> pd.DataFrame:
+    """What the model is fitted on: the kept batches, scaled to the run's typical host
+    unless the run says ``raw_model``."""
+    samples = run.kept_samples()
+    return samples if run.raw_model else host_adjusted(samples)
 
 
 def analyze(run: RunData) -> None:
     """Fill ``run.model`` and ``run.tables`` from ``run``'s samples."""
-    samples = run.kept_samples()
+    samples = model_samples(run)
     run.model, run.tables = [], {}
     for experiment in load_experiments().values():
         run.model += experiment.model(samples)
@@ -25,7 +35,7 @@ def analyze(run: RunData) -> None:
 def draw(run: RunData, folder: Path) -> None:
     """Write every experiment's plots into ``folder``; their names go into ``run.plots``."""
     run.plots = []
-    samples = run.kept_samples()
+    samples = model_samples(run)
     for experiment in load_experiments().values():
         run.plots += [p.name for p in experiment.plots(samples, run.model, run.tables, folder)]
     host = reference_plot(run.samples_frame(), folder)  # every batch, disturbed ones marked

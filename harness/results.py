@@ -49,6 +49,7 @@ class RunData:
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     plots: list[str] = field(default_factory=list)
     keep_disturbed: bool = False  # statistics over every batch, disturbed ones too
+    raw_model: bool = False  # fit the model on raw values, not scaled to the reference
     # A run's cases do not change once it is built: its frames are made once.
     _frames: dict[object, pd.DataFrame] = field(default_factory=dict, repr=False)
 

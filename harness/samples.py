@@ -6,15 +6,36 @@ gets its interval the same way (a cluster bootstrap over workers).
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from harness.fit import Fit, ols
+from harness.records import Case
 from harness.stats import bootstrap_medians, interval, seeded_rng
 
 Estimate = tuple[float, float, float]  # value, ci_low, ci_high
+
+
+def host_adjusted(samples: pd.DataFrame) -> pd.DataFrame:
+    """Each timed value scaled to the run's typical host: times the run's median
+    reference over its worker's median reference (``harness.reference``).
+
+    Workers of one case run at different moments of the run, and the host's spells
+    move a worker's values and its reference together; the model compares cases
+    measured at different moments, so it fits these. Probe values have no reference
+    and stay as they are."""
+    if "ref_ns" not in samples.columns or samples.ref_ns.isna().all():
+        return samples
+    keys = [c for c in (*CASE_FIELDS, "worker") if c in samples.columns]
+    worker_ref = samples.groupby(keys, dropna=False).ref_ns.transform("median")
+    scale = (float(samples.ref_ns.median()) / worker_ref).fillna(1.0)
+    return samples.assign(value=samples.value * scale)
+
+
+CASE_FIELDS = [f.name for f in fields(Case) if f.name != "workers"]  # what names a case
 
 
 def select(samples: pd.DataFrame, **where: Any) -> pd.DataFrame:
