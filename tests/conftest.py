@@ -4,11 +4,35 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
-from harness.cleanup import sweep
-from harness.ipcnames import SHM_DIR
-from harness.names import NameSource, new_run_prefix
+from harness.cleanup import cleanup, stray_processes, sweep
+from harness.ipcnames import SHM_DIR, pid_alive, runner_pid
+from harness.names import PREFIX, NameSource, new_run_prefix
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nothing_left_behind() -> Iterator[None]:
+    """After the last test: no process the tests started, no worker or server of a run
+    that is gone, no IPC object of ours. Whatever is found is removed, then the session
+    fails loudly, so one broken test cannot leave the machine busy for the next."""
+    yield
+    children = psutil.Process().children(recursive=True)
+    for child in children:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(children, timeout=10)
+    strays = stray_processes()
+    objects = [p.name for p in SHM_DIR.iterdir() if PREFIX in p.name
+               and (runner_pid(p.name) == os.getpid() or not pid_alive(runner_pid(p.name) or 0))]
+    cleanup()
+    sweep(f"{PREFIX}{os.getpid()}-")
+    assert not children, f"the tests left processes running: {[c.pid for c in children]}"
+    assert not strays, f"workers or servers of finished runs were still running: {strays}"
+    assert not objects, f"IPC objects were left in {SHM_DIR}: {objects}"
 
 
 def shm_objects(prefix: str) -> list[str]:
