@@ -20,9 +20,15 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from harness import __version__, analytic, baseline, history, reference
+from harness import __version__, ab, analytic, baseline, history, reference
 from harness.cleanup import cleanup, sweep
-from harness.compare import Comparison, compare, load_samples, machine_differences
+from harness.compare import (
+    Comparison,
+    compare,
+    comparison_frame,
+    load_samples,
+    machine_differences,
+)
 from harness.disturbance import LIMIT, run_disturbance
 from harness.doctor import WARN, diagnose
 from harness.errors import UsageError
@@ -31,6 +37,7 @@ from harness.ipcnames import stage_record
 from harness.metadata import fingerprint, git_commit, nominal_mhz, pyperf_metadata
 from harness.model import analyze, draw
 from harness.names import new_run_prefix
+from harness.records import Case, CaseResult
 from harness.report import (
     print_comparison,
     print_findings,
@@ -91,22 +98,33 @@ def build_parser() -> Parser:
     add_raw(report)
     report.set_defaults(func=cmd_report)
 
+    paired = commands.add_parser(
+        "ab", help="run a suite under two Python environments, workers paired; exit 1 on a "
+                   "significant regression of NEW",
+        description="Base and new workers of each case run back to back, so each pair sees "
+                    "the same spell of the host, and a paired test judges them: how to gate a "
+                    "change on a shared CI runner. Each PYTHON must be able to import "
+                    "ipcbench (a venv with the code under test installed).")
+    paired.add_argument("base_python", metavar="BASE_PYTHON")
+    paired.add_argument("new_python", metavar="NEW_PYTHON")
+    paired.add_argument("--suite", default="quick",
+                        help="quick (default), default, full or a TOML file")
+    paired.add_argument("--only", help="comma-separated experiments of the suite to run")
+    paired.add_argument("--out", type=Path,
+                        help="folder to create (default: results/<time>-ab-<suite>): base/ and "
+                             "new/ run folders and comparison.csv")
+    add_gate_options(paired)
+    paired.set_defaults(func=cmd_ab)
+
     comp = commands.add_parser(
         "compare", help="compare two runs; exit 1 on a significant regression")
     comp.add_argument("runs", type=Path, nargs="+", metavar="RUN",
                       help="BASE NEW (run folders or pyperf.json files), or NEW with --baseline")
     comp.add_argument("--baseline", action="store_true",
                       help="compare NEW against this machine's saved baseline")
-    comp.add_argument("--threshold", type=float, default=5.0,
-                      help="smallest change that counts, in percent (default: 5)")
     comp.add_argument("--force", action="store_true",
                       help="compare runs from different machines")
-    comp.add_argument("--normalize", action="store_true",
-                      help="judge each batch relative to the machine reference timed beside it")
-    comp.add_argument("--require-power", action="store_true",
-                      help="fail when a timed case could not have detected a change of the "
-                           "threshold's size")
-    add_keep_disturbed(comp)
+    add_gate_options(comp)
     comp.set_defaults(func=cmd_compare)
 
     base = commands.add_parser("baseline", help="manage this machine's baseline")
@@ -136,8 +154,20 @@ def build_parser() -> Parser:
 
 def add_keep_disturbed(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep-disturbed", action="store_true",
-                        help=f"keep batches that lost more than {LIMIT:.0%} of their CPU time "
+                        help=f"keep batches that lost more than {LIMIT:.0%}% of their CPU time "
                              "to other work in the statistics (left out by default)")
+
+
+def add_gate_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threshold", type=float, default=5.0,
+                        help="smallest change that counts, in percent (default: 5)")
+    parser.add_argument("--normalize", action="store_true",
+                        help="judge each worker relative to the machine reference timed beside "
+                             "its batches")
+    parser.add_argument("--require-power", action="store_true",
+                        help="fail when a timed case could not have detected a change of the "
+                             "threshold's size")
+    add_keep_disturbed(parser)
 
 
 def add_raw(parser: argparse.ArgumentParser) -> None:
@@ -250,6 +280,16 @@ def default_out(suite: Suite) -> Path:
     return Path("results") / f"{time.strftime('%Y%m%d-%H%M%S')}-{suite.name}"
 
 
+def measure(runner: Runner, prefix: str, cases: list[Case], pythons: list[str],
+            ) -> list[list[CaseResult]]:
+    """Every side's workers; whatever happens, no worker, server or IPC object stays."""
+    try:
+        return runner.run_sides(cases, pythons)
+    finally:
+        runner.abort()
+        cleanup(prefix, include_live_runs=True)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     only = [x.strip() for x in args.only.split(",") if x.strip()] if args.only else None
     suite = load_suite(args.suite, only)
@@ -264,11 +304,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         console.print(f"ipcbench: suite [bold]{suite.name}[/]: {len(plan.runnable)} cases, "
                       f"{len(plan.skipped)} skipped, {suite.settings.workers} workers each")
-        try:
-            measured = runner.run(plan.runnable)
-        finally:
-            runner.abort()
-            cleanup(prefix, include_live_runs=True)
+        [measured] = measure(runner, prefix, plan.runnable, [sys.executable])
         run = RunData(run_metadata(suite, args, prefix, started), measured + plan.skipped,
                       keep_disturbed=args.keep_disturbed)
         run.metadata["disturbance"] = asdict(run_disturbance(measured))
@@ -292,6 +328,40 @@ def cmd_run(args: argparse.Namespace) -> int:
         console.print(f"ipcbench: the analysis failed ({analysis_error}); the samples are in "
                       f"{out}: `ipcbench fit {out}` retries it")
     return 1 if failed or analysis_error else 0
+
+
+def cmd_ab(args: argparse.Namespace) -> int:
+    threshold = _threshold(args.threshold)
+    only = [x.strip() for x in args.only.split(",") if x.strip()] if args.only else None
+    suite = load_suite(args.suite, only)
+    plan = suite.plan()
+    environments = [ab.environment(args.base_python), ab.environment(args.new_python)]
+    console = Console(stderr=True)
+    out = args.out or Path("results") / f"{time.strftime('%Y%m%d-%H%M%S')}-ab-{suite.name}"
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    sweep()
+    prefix = new_run_prefix()
+    runner = Runner(suite.settings, prefix, console)
+    with staged_folder(out, prefix) as stage:
+        started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        console.print(f"ipcbench ab: suite [bold]{suite.name}[/]: {len(plan.runnable)} cases, "
+                      f"{suite.settings.workers} worker pairs each; base {args.base_python}, "
+                      f"new {args.new_python}")
+        sides = measure(runner, prefix, plan.runnable, [e.python for e in environments])
+        for name, measured, env in zip(ab.SIDES, sides, environments, strict=True):
+            meta = {**run_metadata(suite, args, prefix, started), "ab_side": name,
+                    "environment": env.describe(), "git_commit": env.commit,
+                    "disturbance": asdict(run_disturbance(measured))}
+            (stage / name).mkdir()
+            RunData(meta, measured + plan.skipped, keep_disturbed=args.keep_disturbed
+                    ).save(stage / name)
+        base, new = (load_samples(stage / name, args.keep_disturbed) for name in ab.SIDES)
+        result = compare(base, new, threshold, normalize=args.normalize, pair=True)
+        comparison_frame(result).to_csv(stage / "comparison.csv", index=False)
+    print_comparison(result, base.label, new.label, summary_console())
+    console.print(f"ipcbench ab: wrote {out} (base/ and new/ hold the measurements: "
+                  f"`ipcbench report {out}/new` draws one)")
+    return gate_status(result, args.require_power)
 
 
 def run_metadata(suite: Suite, args: argparse.Namespace, prefix: str, started: str) -> dict:

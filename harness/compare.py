@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +51,7 @@ class RunSamples:
     units: dict[str, str] = field(default_factory=dict)  # case name -> unit, when not ns
     refs: dict[str, list[np.ndarray]] = field(default_factory=dict)  # the reference, alike
     gate: frozenset[str] = frozenset()  # timed cases: --require-power holds them to it
+    ids: dict[str, list[int]] = field(default_factory=dict)  # each worker's number (pass)
 
     def worker_medians(self, name: str, normalize: bool) -> np.ndarray:
         """One value per worker; normalized: over the median of that worker's reference.
@@ -62,6 +63,11 @@ class RunSamples:
         if normalize and name in self.refs:
             return medians / np.array([np.median(r) for r in self.refs[name]])
         return medians
+
+    def by_worker(self, name: str, normalize: bool) -> dict[int, float]:
+        """Worker medians keyed by worker number: ``ab`` pairs the workers of a pass."""
+        ids = self.ids.get(name) or list(range(len(self.values[name])))
+        return dict(zip(ids, self.worker_medians(name, normalize), strict=True))
 
     def reference(self) -> float:
         every = [r for refs in self.refs.values() for r in refs]
@@ -99,10 +105,12 @@ def _from_folder(folder: Path, keep_disturbed: bool) -> RunSamples:
     names = case_names(samples)
     values: dict[str, list[np.ndarray]] = {}
     refs: dict[str, list[np.ndarray]] = {}
+    ids: dict[str, list[int]] = {}
     units: dict[str, str] = {}
     gate = set()
-    for (name, _worker), rows in samples.assign(case=names).groupby(["case", "worker"]):
+    for (name, worker), rows in samples.assign(case=names).groupby(["case", "worker"]):
         values.setdefault(name, []).append(rows.value.to_numpy(float))
+        ids.setdefault(name, []).append(int(worker))
         if "ref_ns" in rows and rows.ref_ns.notna().all():
             refs.setdefault(name, []).append(rows.ref_ns.to_numpy(float))
             gate.add(name)  # timed cases carry a reference; probes do not
@@ -110,7 +118,7 @@ def _from_folder(folder: Path, keep_disturbed: bool) -> RunSamples:
             units[name] = str(rows.unit.iloc[0])
     refs = {name: r for name, r in refs.items() if len(r) == len(values[name])}
     return RunSamples(folder.name, machine, values, _failed_cases(folder), units, refs,
-                      frozenset(gate))
+                      frozenset(gate), ids)
 
 
 def _failed_cases(folder: Path) -> dict[str, str]:
@@ -193,11 +201,11 @@ def welch(base: np.ndarray, new: np.ndarray) -> Difference | None:
 
 
 def paired(base: np.ndarray, new: np.ndarray) -> Difference | None:
-    """Worker medians in pairs that ran back to back (``ipcbench ab``)."""
-    n = min(len(base), len(new))
-    if n < MIN_WORKERS or min(base[:n].min(), new[:n].min()) <= 0:
+    """Worker medians in pairs that ran back to back (``ipcbench ab``), aligned."""
+    n = len(base)
+    if n < MIN_WORKERS or min(base.min(), new.min()) <= 0:
         return None
-    d = np.log(new[:n]) - np.log(base[:n])
+    d = np.log(new) - np.log(base)
     return Difference(float(d.mean()), float(d.std(ddof=1) / math.sqrt(n)), n - 1.0)
 
 
@@ -249,17 +257,27 @@ class Comparison:
         return sum(v.detectable <= self.threshold for v in self.verdicts)
 
 
+def comparison_frame(result: Comparison) -> pd.DataFrame:
+    """The verdicts as a table (``comparison.csv``)."""
+    return pd.DataFrame([asdict(v) for v in result.verdicts])
+
+
 def compare(base: RunSamples, new: RunSamples, threshold: float = 0.05,
             normalize: bool = False, pair: bool = False) -> Comparison:
     common = sorted(set(base.values) & set(new.values))
     lost = sorted(set(base.values) & set(new.failed))
     if not common and not lost:
         raise UsageError(f"{base.label} and {new.label} have no case in common")
-    test = paired if pair else welch
     found = []
     for name in common:
-        b, n = base.worker_medians(name, normalize), new.worker_medians(name, normalize)
-        found.append((name, test(b, n), b, n))
+        if pair:  # the workers of one pass, and only those both sides kept
+            b_of, n_of = base.by_worker(name, normalize), new.by_worker(name, normalize)
+            both = sorted(set(b_of) & set(n_of))
+            b, n = np.array([b_of[i] for i in both]), np.array([n_of[i] for i in both])
+            found.append((name, paired(b, n), b, n))
+        else:
+            b, n = base.worker_medians(name, normalize), new.worker_medians(name, normalize)
+            found.append((name, welch(b, n), b, n))
     p_values = [d.p_value if d else math.nan for _, d, _, _ in found]
     q_values = benjamini_hochberg(p_values)
     tested = sum(not math.isnan(p) for p in p_values)

@@ -76,8 +76,9 @@ def pyperf_metadata() -> dict[str, Any]:
     return meta
 
 
-def git_commit() -> str | None:
-    here = Path(__file__).resolve().parent.parent
+def git_commit(here: Path | None = None) -> str | None:
+    """The commit checked out where ``here`` is (default: this code's checkout)."""
+    here = here or Path(__file__).resolve().parent.parent
     if not (here / ".git").exists() or not shutil.which("git"):
         return None
     out = subprocess.run(

@@ -37,37 +37,48 @@ class Runner:
         second; interleaving spreads each case's workers over the whole run, so
         every case sees the same mix and ratios within a run stay fair.
         """
+        [results] = self.run_sides(cases, [sys.executable])
+        return results
+
+    def run_sides(self, cases: list[Case], pythons: list[str]) -> list[list[CaseResult]]:
+        """The same passes with a worker of each Python environment, back to back.
+
+        Worker i of every side ran in pass i, next to the others' worker i: pairs
+        that saw the same spell of the host (``ipcbench ab``). The side that goes
+        first alternates from one case and pass to the next, so neither side is
+        always the one that runs right after the other's."""
         columns = (TextColumn("{task.description:<44}"), BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn())
-        results = [CaseResult(case) for case in cases]
-        groups: dict[Case, list[CaseResult]] = {}
-        for result in results:  # probe cases of one measurement share its workers
-            case = result.case
-            groups.setdefault(case.measurement if case.topology == PROBE else case,
-                              []).append(result)
+        sides = [[CaseResult(case) for case in cases] for _ in pythons]
+        groups = [_measurements(results) for results in sides]
+        keys = list(groups[0])
         # No refresh thread: it would wake up beside the timed loop ten times a second.
         with Progress(*columns, console=self.console, transient=True,
                       auto_refresh=False) as progress:
-            wanted = {key: key.workers or self.settings.workers for key in groups}
+            wanted = {key: key.workers or self.settings.workers for key in keys}
             passes = max(wanted.values(), default=0)
-            bar = progress.add_task("workers", total=sum(wanted.values()))
+            bar = progress.add_task("workers", total=sum(wanted.values()) * len(pythons))
             for number in range(passes):
-                for key, group in groups.items():
+                for index, key in enumerate(keys):
                     if number >= wanted[key]:
                         continue
-                    progress.update(bar, refresh=True, description=f"pass {number + 1}/"
-                                    f"{passes} {group[0].case.name}")
-                    self._add_worker(group)
-                    progress.advance(bar)
-        for result in results:
-            mark(result)
-        return results
+                    first = (number + index) % len(pythons)
+                    for side in [*range(first, len(pythons)), *range(first)]:
+                        group = groups[side][key]
+                        progress.update(bar, refresh=True, description=f"pass {number + 1}/"
+                                        f"{passes} {group[0].case.name}")
+                        self._add_worker(group, pythons[side])
+                        progress.advance(bar)
+        for results in sides:
+            for result in results:
+                mark(result)
+        return sides
 
-    def _add_worker(self, group: list[CaseResult]) -> None:
+    def _add_worker(self, group: list[CaseResult], python: str = sys.executable) -> None:
         if any(result.status != "ok" for result in group):
             return
         try:
-            measured = self._worker([result.case for result in group])
+            measured = self._worker([result.case for result in group], python)
         except WorkerError as exc:
             for result in group:
                 result.status, result.note = "error", str(exc)
@@ -95,14 +106,14 @@ class Runner:
         # A probe that runs for duration_s per batch (crash injection) gets that time too.
         return WORKER_STARTUP_S + (s.timeout_s + 2 * case.duration_s) * (s.batches + s.warmups + 2)
 
-    def _worker(self, cases: list[Case]) -> list[WorkerResult]:
+    def _worker(self, cases: list[Case], python: str = sys.executable) -> list[WorkerResult]:
         timeout = self._worker_timeout(cases[0])
         task = {"cases": [asdict(c) for c in cases], "settings": asdict(self.settings),
                 "prefix": self.prefix,
                 "journal": str(journal_path(self.prefix)), "runner_pid": os.getpid(),
                 "cpus": self.cpus}
         # ``--run`` is for ``ipcbench cleanup``, which finds strays by command line.
-        command = [sys.executable, "-I", "-m", WORKER_MODULE, "--run", self.prefix]
+        command = [python, "-I", "-m", WORKER_MODULE, "--run", self.prefix]
         proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
         self._active = proc
@@ -129,3 +140,14 @@ class Runner:
         if proc is not None and proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def _measurements(results: list[CaseResult]) -> dict[Case, list[CaseResult]]:
+    """Cases grouped by what one worker measures: probe cases of one measurement share
+    its workers; every other case has its own."""
+    groups: dict[Case, list[CaseResult]] = {}
+    for result in results:
+        case = result.case
+        groups.setdefault(case.measurement if case.topology == PROBE else case,
+                          []).append(result)
+    return groups
