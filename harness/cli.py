@@ -139,6 +139,8 @@ def build_parser() -> Parser:
     export.set_defaults(func=cmd_export)
 
     doctor = commands.add_parser("doctor", help="check this machine for what makes numbers noisy")
+    doctor.add_argument("--seconds", type=float, default=5.0,
+                        help="how long to sample the machine's jitter (default: 5; 0 skips it)")
     doctor.set_defaults(func=cmd_doctor)
 
     add_model_parser(commands)
@@ -373,7 +375,7 @@ def run_metadata(suite: Suite, args: argparse.Namespace, prefix: str, started: s
         "keep_disturbed": args.keep_disturbed,
         "disturbance_limit": LIMIT,
         "reference": f"{reference.NAME}, {reference.LOOPS} x {reference.SIZE} B, before "
-                     "every timed batch",
+                     "and after every timed batch",
         "command": sys.argv,
         "started": started,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -484,7 +486,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    findings = diagnose()
+    if not 0 <= args.seconds <= 3600:  # NaN fails this too
+        raise UsageError("--seconds is between 0 and 3600")
+    findings = diagnose(args.seconds)
     print_findings(findings, summary_console())
     return 1 if any(f.level == WARN for f in findings) else 0
 

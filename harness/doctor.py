@@ -9,10 +9,15 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from harness import noise, reference
 from harness.cleanup import stray_processes
+from harness.disturbance import LIMIT
 from harness.ipcnames import SHM_DIR, pid_alive, runner_pid, scratch_root, state_dir
 from harness.metadata import virtualization
 from harness.names import PREFIX
+from harness.records import PROBE
 from servers.transports.mq import QUEUE_DEPTH, MqLimits
 from servers.transports.pipe import pipe_max_size
 
@@ -136,7 +141,54 @@ def pyperf_system() -> list[Finding]:
 
 CHECKS = (check_virtualization, check_governor, check_isolation, check_load, check_mq,
           check_shm, check_pipes, check_open_files, check_leftovers)
+NOISE_SUITES = ("quick", "default")
 
 
-def diagnose() -> list[Finding]:
-    return [check() for check in CHECKS] + pyperf_system()
+def check_noise(seconds: float) -> list[Finding]:
+    """Sample the machine's jitter now, and say what the built-in suites could detect."""
+    from harness.suite import load_suite  # the experiments: only when the noise is asked for
+
+    series = noise.probe(seconds)
+    batches = len(series.value)
+    if batches < 10:
+        return [Finding(NOTE, "noise", f"only {batches} batches in {seconds:g} s: too few")]
+    disturbed = float(np.mean(series.foreign > LIMIT))
+    value_s = noise.per_second(series, series.value)
+    found = [
+        Finding(NOTE, "noise: host",
+                f"over {seconds:g} s: steal {np.mean(series.steal):.2%} of the CPU's time; "
+                f"{disturbed:.0%} of 10-ms batches lost more than {LIMIT:.0%} of their CPU time "
+                "to other work (a run sets those aside)"),
+        Finding(NOTE, "noise: jitter",
+                f"same-CPU pipe round trip {np.median(series.value) / 1000:.2f} us; CV per "
+                f"10-ms batch {noise.cv(series.value):.1%} raw, "
+                f"{noise.cv(series.value / series.reference):.1%} over the reference; per "
+                f"second ({len(value_s)} s) {noise.cv(value_s):.1%} raw, "
+                f"{noise.cv(noise.per_second(series, series.value / series.reference)):.1%} "
+                f"over the reference ({reference.NAME}), "
+                f"{noise.cv(noise.per_second(series, series.value / series.cpu_loop)):.1%} over "
+                "a CPU loop"),
+    ]
+    for name in NOISE_SUITES:
+        suite = load_suite(name)
+        cases = sum(c.topology != PROBE for c in suite.plan().runnable)
+        floor = noise.suite_floor(series, name, suite.settings, cases)
+        s = floor.settings
+        found.append(Finding(
+            NOTE, f"noise: {name} suite",
+            f"{s.workers} workers x {s.batches} batches of {s.batch_ms:g} ms: detectable now "
+            f"{_pct(floor.raw[0])} raw, {_pct(floor.normalized[0])} with --normalize, for a "
+            f"change in one case of {cases}; {_pct(floor.raw[1])} and "
+            f"{_pct(floor.normalized[1])} for a change many cases share"))
+    return found
+
+
+def _pct(change: float) -> str:
+    return "-" if np.isnan(change) else f"{change:.1%}"
+
+
+def diagnose(noise_seconds: float = 0.0) -> list[Finding]:
+    found = [check() for check in CHECKS]
+    if noise_seconds > 0:
+        found += check_noise(noise_seconds)
+    return found + pyperf_system()

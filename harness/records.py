@@ -124,9 +124,9 @@ class BatchRecord:
     processes nor idle (other tasks, interrupts, steal); ``other_switches`` are
     switches on those CPUs into any other task; ``run_delay_ns`` is the time the
     case's processes were runnable but not running; ``switches`` are the case's
-    own; ``ref_ns`` is the reference (``harness.reference``) timed just before the
-    batch; ``at_s`` is the monotonic clock at its start. ``disturbed`` is set once
-    the run is measured.
+    own; ``ref_ns`` is the reference (``harness.reference``): the mean of the ones
+    timed just before and just after the batch; ``at_s`` is the monotonic clock at
+    its start. ``disturbed`` is set once the run is measured.
     """
 
     at_s: float

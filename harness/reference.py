@@ -1,6 +1,9 @@
 """The machine reference: a fixed pipe loopback timed beside every batch.
 
-One process writes 64 bytes into a pipe and reads them back, ``LOOPS`` times. It
+One process writes 64 bytes into a pipe and reads them back, ``LOOPS`` times, before
+the first timed batch and after each one; a batch is set against the mean of the two
+around it (on a 2-vCPU guest that cut the spread of batch over reference by a
+quarter against the one before alone). It
 shares the kernel's syscall and pipe path with what the suite measures, but none of
 the suite's transports: a change to ``servers/`` cannot move it, while the host's
 slow and fast spells do. Of the references tried beside same-CPU round trips (this
@@ -21,7 +24,7 @@ import os
 from itertools import repeat
 from time import thread_time_ns
 
-LOOPS = 1000
+LOOPS = 2000  # about 1.2 ms: long enough that its own jitter stays below the host's
 SIZE = 64
 NAME = "pipe loopback"
 

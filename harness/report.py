@@ -47,7 +47,7 @@ DISTURBANCE_NOTE = (
     "and a VM's vCPU wake-up lands there too. Disturbed batches are left out of the statistics "
     "unless the run was made with --keep-disturbed; samples.csv keeps every batch with "
     "steal_ns, other_switches, run_delay_ns, foreign_ns and the reference ref_ns (a pipe "
-    "loopback timed just before each batch). reference.png shows the reference over the run: "
+    "loopback timed around each batch). reference.png shows the reference over the run: "
     "the host's fast and slow spells."
 )
 

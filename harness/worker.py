@@ -36,21 +36,22 @@ def one_batch(setup: Setup, loops: int, timeout: float) -> float:
 
 def timed_batches(setup: Setup, loops: int, settings: Settings, counters: CaseCounters,
                   reference: PipeReference) -> tuple[list[float], list[BatchRecord], Counters]:
-    """The timed batches, each with the reference timed just before it and the counters
-    read just around it; returns ns per loop, the batches' records, and the counters
-    summed over the batches alone (the reference's own time stays out)."""
-    values, records = [], []
-    total: Counters | None = None
+    """The timed batches, the counters read just around each, and the reference timed
+    between them; returns ns per loop, the batches' records (each with the mean of the
+    references just before and just after it), and the counters summed over the
+    batches alone (the reference's own time stays out)."""
+    values, windows, starts = [], [], []
+    references = [reference.measure()]
     for _ in range(settings.batches):
-        ref_ns = reference.measure()
-        at_s = time.monotonic()
+        starts.append(time.monotonic())
         before = counters.read()
         values.append(one_batch(setup, loops, settings.timeout_s))
-        window = counters.read() - before
-        total = window if total is None else total + window
-        records.append(window.batch_record(at_s, ref_ns, counters.cpu_count, counters.scope))
-    assert total is not None  # settings.batches >= 1
-    return values, records, total
+        windows.append(counters.read() - before)
+        references.append(reference.measure())
+    records = [window.batch_record(at, (references[i] + references[i + 1]) / 2,
+                                   counters.cpu_count, counters.scope)
+               for i, (window, at) in enumerate(zip(windows, starts, strict=True))]
+    return values, records, sum(windows[1:], windows[0])
 
 
 def run_case(case: Case, settings: Settings, names: NameSource) -> WorkerResult:

@@ -343,3 +343,10 @@ def test_html_report_renders_in_a_headless_browser(tiny_run, tmp_path):
 
     image = Image.open(shot).convert("L")
     assert len(image.getcolors(256)) > 20, "the page rendered blank"
+
+
+@pytest.mark.parametrize("command", ["run", "ab", "compare", "fit", "report", "doctor", "history",
+                                     "export", "baseline", "cleanup", "model"])
+def test_every_command_explains_itself(command):
+    done = ipcbench(command, "--help")
+    assert done.returncode == 0 and "usage: ipcbench" in done.stdout, done.stderr

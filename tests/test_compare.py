@@ -246,7 +246,7 @@ def test_doctor_flags_leftovers(tmp_path):
     leftover = SHM_DIR / f"ipcb-{child.pid}-beef00-0-0-shm"
     leftover.write_bytes(b"x")
     try:
-        done = ipcbench("doctor")
+        done = ipcbench("doctor", "--seconds", "0")
         assert done.returncode == 1
         assert "leftovers" in done.stdout and "ipcbench cleanup" in done.stdout
         assert "message queues" in done.stdout
@@ -281,3 +281,17 @@ def test_many_unchanged_cases_do_not_hide_one_change():
     verdicts = {v.case: v for v in compare(run("base", 1.0), run("new", 1.2)).verdicts}
     assert verdicts["main"].verdict == "slower"
     assert {verdicts[f"probe{i}"].verdict for i in range(400)} <= {"same", "underpowered"}
+
+
+def test_doctor_measures_the_noise_floor():
+    done = ipcbench("doctor", "--seconds", "1")
+    assert done.returncode in (0, 1), done.stderr  # 1: something on this machine needs fixing
+    for topic in ("noise: host", "noise: jitter", "noise: quick suite", "noise: default suite"):
+        assert topic in done.stdout
+    assert "detectable now" in done.stdout and "over the reference" in done.stdout
+
+
+@pytest.mark.parametrize("seconds", ["-1", "nan", "4000", "soon"])
+def test_doctor_refuses_a_bad_duration(seconds):
+    done = ipcbench("doctor", "--seconds", seconds)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
