@@ -24,17 +24,27 @@ construction (beta is measured there); their test is every k > 1.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from bench.ring import Ring, beta_by_processes
-from harness.experiment import COMMON_KEYS, Experiment, ExperimentParams, ModelRow, Plan, triage
+from bench.ring import Ring, beta_by_processes, beta_draws
+from harness.experiment import (
+    COMMON_KEYS,
+    Experiment,
+    ExperimentParams,
+    ModelRow,
+    Plan,
+    check_row,
+    triage,
+)
 from harness.fit import FitError, ols
 from harness.plots import pyplot, save
 from harness.records import Case
 from harness.samples import Estimate, estimate, median_draws, select, worker_points
+from harness.stats import interval
 
 BASELINE = "call"
 PLACEMENT = "same-cpu"
@@ -70,11 +80,11 @@ class Amplification(Experiment):
         rows: list[ModelRow] = []
         for transport in sorted(set(mine.transport) - {BASELINE}):
             rows += parameters(mine, transport)
-        table = predictions(samples)
+        table, errors = predict(samples)
         for (transport, topology), sub in table.groupby(["transport", "topology"]):
             if topology != "chain":
                 continue
-            rows += chain_rows(mine, transport, sub)
+            rows += chain_rows(mine, transport, sub, errors.get(transport))
         return rows
 
     def tables(self, samples: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -87,7 +97,18 @@ class Amplification(Experiment):
         return plot(table, folder) if table is not None else []
 
 
-def independent(mine: pd.DataFrame, transport: str) -> dict[str, Estimate] | None:
+@dataclass(frozen=True)
+class Costs:
+    """alpha, C0 and beta of one transport: each point value with its bootstrap draws."""
+
+    alpha: Estimate
+    c0: Estimate
+    beta: Estimate
+    draws: dict[str, np.ndarray]  # alpha, C0, beta: one draw per bootstrap resample
+    workers: int  # the fewest workers behind any of them
+
+
+def independent(mine: pd.DataFrame, transport: str) -> Costs | None:
     """alpha, C0 and beta of one transport, each with a bootstrap interval."""
     c0_rows = select(mine, topology="compute")
     rt_rows = select(mine, transport=transport, topology="chain", k=1)
@@ -109,11 +130,11 @@ def independent(mine: pd.DataFrame, transport: str) -> dict[str, Estimate] | Non
         return (rt_value - a * messages - c) / switches
 
     a_pt, c_pt, rt_pt = (float(np.median(r.value)) for r in (alpha_rows, c0_rows, rt_rows))
-    return {
-        "alpha": estimate(a_pt, alpha),
-        "C0": estimate(c_pt, c0),
-        "beta": estimate(beta_of(rt_pt, a_pt, c_pt), beta_of(rt, alpha, c0)),
-    }
+    beta = beta_of(rt, alpha, c0)
+    workers = min(r.worker.nunique() for r in (alpha_rows, c0_rows, rt_rows))
+    return Costs(estimate(a_pt, alpha), estimate(c_pt, c0),
+                 estimate(beta_of(rt_pt, a_pt, c_pt), beta),
+                 {"alpha": alpha, "C0": c0, "beta": beta}, workers)
 
 
 def parameters(mine: pd.DataFrame, transport: str) -> list[ModelRow]:
@@ -127,39 +148,56 @@ def parameters(mine: pd.DataFrame, transport: str) -> list[ModelRow]:
     found = independent(mine, transport)
     if found is None:
         return rows
-    methods = {"C0": "handler in process minus an empty call, batch-timed",
-               "beta": "(k=1 round trip - alpha*messages - C0) / measured switches"}
-    for name, method in methods.items():
-        value, low, high = found[name]
+    methods = {"C0": (found.c0, "handler in process minus an empty call, batch-timed"),
+               "beta": (found.beta, "(k=1 round trip - alpha*messages - C0) / measured switches")}
+    for name, ((value, low, high), method) in methods.items():
         rows.append(ModelRow(name, transport, value, "ns", low, high, method,
                              placement=PLACEMENT))
     return rows
 
 
+FORMS = ("seed", "count", "extended")
+
+
 def predictions(samples: pd.DataFrame) -> pd.DataFrame:
     """Measured and predicted request time per transport, topology and k."""
+    return predict(samples)[0]
+
+
+def predict(samples: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, ChainErrors]]:
+    """The predictions table, and per transport the bootstrap draws of each form's
+    worst error over the chain's k (alpha, beta, C0, the ring's growth and the measured
+    chain all resampled)."""
     mine = select(samples, experiment="amplification", placement=PLACEMENT)
     ring_table = Ring().tables(samples).get("ring_beta")  # once: it bootstraps every case
-    out = []
+    out, errors = [], {}
     for (transport, topology), rows in mine[mine.topology.isin(["chain", "fanout"])].groupby(
             ["transport", "topology"]):
         if transport == BASELINE:
             continue
         # T_m: the same shape in process (nested calls, or k calls in turn)
         baseline = select(mine, transport=BASELINE, topology=topology).groupby("k").value.median()
-        found = independent(mine, transport)
-        if found is None:
+        costs = independent(mine, transport)
+        if costs is None:
             continue
-        alpha, c0, beta = found["alpha"][0], found["C0"][0], found["beta"][0]
+        alpha, c0, beta = costs.alpha[0], costs.c0[0], costs.beta[0]
+        draws = costs.draws
         growth = ring_growth(beta_by_processes(ring_table, transport))
+        growth_draws = ring_growth_draws(beta_draws(samples, transport))
         residual = seed_fit_residuals(rows)
+        worst = {form: np.zeros_like(draws["beta"]) for form in FORMS}
         for k, at_k in rows.groupby("k"):
             measured = float(np.median(at_k.value))
+            measured_draws = median_draws(at_k, f"amplification/{transport}/{topology}/k{k}")
             messages = float(at_k.messages_per_op.mean())
             switches = float(at_k.ctx_switches_per_op.mean())
-            seed = c0 + k * (2 * alpha + 4 * beta)
-            count = c0 + alpha * messages + beta * switches
-            extended = c0 + alpha * messages + (beta + growth(k + 1)) * switches
+
+            shape = (int(k), messages, switches)
+            point = forms(alpha, c0, beta, growth(k + 1), *shape)
+            drawn = forms(draws["alpha"], draws["C0"], draws["beta"], growth_draws(k + 1),
+                          *shape)
+            for form in FORMS:
+                worst[form] = np.maximum(worst[form], np.abs(drawn[form] / measured_draws - 1))
             out.append({
                 "transport": transport, "topology": topology, "k": int(k),
                 "measured_ns": measured, "T_m_ns": float(baseline.get(k, np.nan)),
@@ -167,12 +205,37 @@ def predictions(samples: pd.DataFrame) -> pd.DataFrame:
                 "messages_per_op": messages, "switches_per_op": switches,
                 "seed_switches": 4 * k,
                 "system_ctxt_per_op": float(at_k.system_ctxt_per_op.mean()),
-                "pred_seed_ns": seed, "err_seed": seed / measured - 1,
-                "pred_count_ns": count, "err_count": count / measured - 1,
-                "pred_extended_ns": extended, "err_extended": extended / measured - 1,
+                "pred_seed_ns": point["seed"], "err_seed": point["seed"] / measured - 1,
+                "pred_count_ns": point["count"], "err_count": point["count"] / measured - 1,
+                "pred_extended_ns": point["extended"],
+                "err_extended": point["extended"] / measured - 1,
                 "seed_fit_residual_ns": residual.get(k, np.nan),
+                "workers": int(at_k.worker.nunique()),
             })
-    return pd.DataFrame(out)
+        if topology == "chain":
+            events = min(costs.workers, int(rows.groupby("k").worker.nunique().min()))
+            errors[transport] = ChainErrors(worst, events)
+    return pd.DataFrame(out), errors
+
+
+Cost = float | np.ndarray  # a point value, or one value per bootstrap draw
+
+
+def forms(alpha: Cost, c0: Cost, beta: Cost, growth: Cost, k: int, messages: float,
+          switches: float) -> dict[str, Cost]:
+    """The three predictions of a chain of k servers that makes ``messages`` messages
+    and ``switches`` switches per request; ``growth`` is the ring's rise in beta."""
+    return {"seed": c0 + k * (2 * alpha + 4 * beta),
+            "count": c0 + alpha * messages + beta * switches,
+            "extended": c0 + alpha * messages + (beta + growth) * switches}
+
+
+@dataclass(frozen=True)
+class ChainErrors:
+    """Per form, bootstrap draws of the worst |predicted / measured - 1| over k."""
+
+    worst: dict[str, np.ndarray]
+    workers: int  # the fewest workers behind any case the check uses
 
 
 def seed_fit_residuals(rows: pd.DataFrame) -> pd.Series:
@@ -196,20 +259,48 @@ def ring_growth(series: pd.Series) -> Callable[[int], float]:
     return lambda processes: float(np.interp(np.log2(processes), x, y))
 
 
-def chain_rows(mine: pd.DataFrame, transport: str, table: pd.DataFrame) -> list[ModelRow]:
+def ring_growth_draws(draws: dict[int, np.ndarray]) -> Callable[[int], np.ndarray | float]:
+    """``ring_growth`` for every bootstrap draw of the ring's betas."""
+    if not draws:
+        return lambda _processes: float("nan")
+    sizes = sorted(draws)
+    x = np.log2(sizes)
+    grown = np.stack([draws[n] - draws[sizes[0]] for n in sizes])  # (sizes, resamples)
+
+    def at(processes: int) -> np.ndarray:
+        target = np.clip(np.log2(processes), x[0], x[-1])
+        upper = int(np.clip(np.searchsorted(x, target), 1, len(x) - 1)) if len(x) > 1 else 0
+        if len(x) == 1:
+            return grown[0]
+        lower = upper - 1
+        weight = (target - x[lower]) / (x[upper] - x[lower])
+        return (1 - weight) * grown[lower] + weight * grown[upper]
+
+    return at
+
+
+CHAIN_TOLERANCE = 0.10  # the extended form's goal: every k within 10%
+
+
+def chain_rows(mine: pd.DataFrame, transport: str, table: pd.DataFrame,
+               errors: ChainErrors | None) -> list[ModelRow]:
     """Fit quality and prediction errors of one transport's chain."""
-    rows = [
-        ModelRow("chain_max_rel_error", transport, _worst(table.err_seed), "ratio",
-                 np.nan, np.nan, "seed form C0 + k(2 alpha + 4 beta), worst k",
-                 placement=PLACEMENT),
-        ModelRow("chain_max_rel_error_count", transport, _worst(table.err_count), "ratio",
-                 np.nan, np.nan, "C0 + alpha*messages + beta*measured switches, worst k",
-                 placement=PLACEMENT),
-        ModelRow("chain_max_rel_error_extended", transport, _worst(table.err_extended),
-                 "ratio", np.nan, np.nan,
-                 "count form, beta growing with processes as the ring shows, worst k",
-                 placement=PLACEMENT),
-    ]
+    methods = {
+        "seed": ("chain_max_rel_error", "seed form C0 + k(2 alpha + 4 beta)"),
+        "count": ("chain_max_rel_error_count", "C0 + alpha*messages + beta*measured switches"),
+        "extended": ("chain_max_rel_error_extended",
+                     "count form, beta growing with processes as the ring shows"),
+    }
+    rows = []
+    for form, (parameter, what) in methods.items():
+        point = _worst(table[f"err_{form}"])
+        low, high = interval(errors.worst[form]) if errors else (np.nan, np.nan)
+        rows.append(check_row(
+            parameter, transport, (point, low, high), "ratio", (0.0, CHAIN_TOLERANCE),
+            errors.workers if errors else np.nan,
+            f"{what}: worst |predicted/measured - 1| over k, 95% interval of that worst from "
+            f"resampling workers of every case involved; holds if within "
+            f"{CHAIN_TOLERANCE:.0%}", placement=PLACEMENT))
     rows += [ModelRow("latency_ratio", transport, r.latency_ratio, "ratio", np.nan, np.nan,
                       "T_mu/T_m through a chain of k servers", placement=PLACEMENT,
                       k=int(r.k)) for r in table.itertuples()]
@@ -226,8 +317,7 @@ def _worst(errors: pd.Series) -> float:
     return float(errors.abs().max()) if errors.notna().any() else float("nan")
 
 
-def fitted(points: pd.DataFrame, transport: str, found: dict[str, Estimate] | None,
-           ) -> list[ModelRow]:
+def fitted(points: pd.DataFrame, transport: str, found: Costs | None) -> list[ModelRow]:
     """Regressions over k: the seed form, and the count form with alpha held at its
     direct measurement (messages and switches both grow with k: collinear together)."""
     k = points.k.to_numpy(float)
@@ -242,7 +332,7 @@ def fitted(points: pd.DataFrame, transport: str, found: dict[str, Estimate] | No
                  "R^2 of the seed-form fit (read with the residuals per k)", placement=PLACEMENT),
     ]
     if found is not None:
-        alpha = found["alpha"][0]
+        alpha = found.alpha[0]
         count = ols(np.column_stack([ones, points.switches]),
                     points.value - alpha * points.messages, ("C0", "beta"), k, label + "/count")
         rows.append(_row("beta_fit_count", transport, count["beta"],

@@ -72,8 +72,24 @@ class Ring(Experiment):
 
 def hop_beta(ring: pd.DataFrame, overhead: pd.DataFrame, label: str) -> Estimate:
     point = float(np.median(ring.value) - np.median(overhead.value))
-    draws = median_draws(ring, label + "/ring") - median_draws(overhead, label + "/self")
-    return estimate(point, draws)
+    return estimate(point, hop_draws(ring, overhead, label))
+
+
+def hop_draws(ring: pd.DataFrame, overhead: pd.DataFrame, label: str) -> np.ndarray:
+    """Bootstrap draws of beta: the ring hop less the same-process hop."""
+    return median_draws(ring, label + "/ring") - median_draws(overhead, label + "/self")
+
+
+def beta_draws(samples: pd.DataFrame, transport: str) -> dict[int, np.ndarray]:
+    """Bootstrap draws of beta per ring size N (W = 0, same CPU), the same draws the
+    ``ring_beta`` table's intervals come from."""
+    rows = select(samples, experiment="ring", placement="same-cpu", transport=transport,
+                  working_set=0)
+    base = select(rows, topology="self")
+    if base.empty:
+        return {}
+    return {int(n): hop_draws(ring, base, f"ring/{transport}/{n}/0")
+            for n, ring in select(rows, topology="ring").groupby("k")}
 
 
 def beta_by_processes(table: pd.DataFrame | None, transport: str) -> pd.Series:

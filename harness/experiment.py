@@ -13,6 +13,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from harness.records import PROBE, TOPOLOGIES, Case, CaseResult
@@ -124,7 +125,13 @@ def _is(value: Any, kind: type) -> bool:
 
 @dataclass(frozen=True)
 class ModelRow:
-    """One row of ``model.csv``."""
+    """One row of ``model.csv``.
+
+    A *check* sets a prediction against a measurement: ``value`` is what differs (an
+    error, a gap, a ratio) with its interval, ``bounds`` what the model claims for it,
+    ``events`` how much independent data the run held (workers, crashes, requests), and
+    ``check`` whether the run could tell (``judge``).
+    """
 
     parameter: str
     transport: str
@@ -137,6 +144,36 @@ class ModelRow:
     payload_bytes: int | None = None
     k: int | None = None
     variant: str = ""
+    events: float | None = None
+    bound_low: float | None = None
+    bound_high: float | None = None
+    check: str = ""  # holds | fails | untestable; empty for a parameter
+
+
+HOLDS, FAILS, UNTESTABLE = "holds", "fails", "untestable"
+
+
+def judge(low: float, high: float, bound_low: float, bound_high: float) -> str:
+    """``holds`` when the whole interval lies within the bounds, ``fails`` when it lies
+    wholly outside them, ``untestable`` when it straddles one (or there is none): the
+    run held too little data to tell, and says so instead of passing or failing."""
+    if np.isnan(low) or np.isnan(high):
+        return UNTESTABLE
+    if bound_low <= low and high <= bound_high:
+        return HOLDS
+    if high < bound_low or low > bound_high:
+        return FAILS
+    return UNTESTABLE
+
+
+def check_row(parameter: str, transport: str, estimate: tuple[float, float, float],
+              unit: str, bounds: tuple[float, float], events: float, method: str,
+              **where: Any) -> ModelRow:
+    """A check's row: the estimate's interval judged against the model's bounds."""
+    value, low, high = estimate
+    return ModelRow(parameter, transport, value, unit, low, high, method, **where,
+                    events=events, bound_low=bounds[0], bound_high=bounds[1],
+                    check=judge(low, high, *bounds))
 
 
 def parameters(model: list[ModelRow], prefix: str) -> dict[tuple[str, str, str], ModelRow]:

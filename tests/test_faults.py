@@ -192,7 +192,9 @@ def test_formulas_on_known_numbers():
     assert improvement(1e9, 60.0, 1.2) == pytest.approx(50.0, rel=1e-6)
 
 
-def synthetic(rate: float = 20.0) -> pd.DataFrame:
+def synthetic(rate: float = 20.0, crashes: int = 5, probes: int = 100) -> pd.DataFrame:
+    """Four workers of two windows of 0.25 s, each with ``crashes`` crashes down 2 ms
+    each: lambda = crashes / 0.24 s of up time, whatever ``rate`` was configured."""
     rows = []
     for worker in range(4):
         per_metric = {
@@ -204,7 +206,10 @@ def synthetic(rate: float = 20.0) -> pd.DataFrame:
             "crashes_injected": [5, 6], "restarts": [5, 6], "retried_requests": [5, 6],
             "deduplicated_retries": [5, 6], "requests_answered": [1000, 1000],
             "lost_requests": [0, 0], "duplicate_requests": [0, 0], "corrupt_replies": [0, 0],
-            "probes": [100, 100], "probes_available": [95, 97],
+            "probes": [probes, probes],
+            "probes_available": [0.95 * probes, 0.97 * probes],
+            "window_crashes": [crashes, crashes], "window_s": [0.25, 0.25],
+            "downtime_ns": [crashes * 2e6, crashes * 2e6],
         }
         for metric, values in per_metric.items():
             for batch, value in enumerate(values):
@@ -214,6 +219,17 @@ def synthetic(rate: float = 20.0) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def test_a_run_with_few_crashes_cannot_test_availability():
+    """One crash and ten probes a window: the gap's interval is wider than the 2 points
+    the model is held to, so the check says untestable, not holds or fails."""
+    samples = synthetic(crashes=1, probes=10)
+    rng = np.random.default_rng(4)
+    hit = samples.metric == "probes_available"
+    samples.loc[hit, "value"] = rng.integers(6, 11, hit.sum()).astype(float)
+    gap = {m.parameter: m for m in EXPERIMENT.model(samples)}["availability_gap_pp"]
+    assert gap.check == "untestable" and gap.ci_high - gap.ci_low > 4
+
+
 def test_model_rows_from_synthetic_samples():
     samples = synthetic()
     model = {m.parameter: m for m in EXPERIMENT.model(samples)}
@@ -221,10 +237,17 @@ def test_model_rows_from_synthetic_samples():
     assert model["restart_d"].ci_low <= 2e6 <= model["restart_d"].ci_high
     assert model["restart_d_median"].value == pytest.approx(2e6)
     assert model["reboot_t_r"].value == pytest.approx(8e6)
+    realized = 5 / 0.24  # crashes over the time up, not the configured 20/s
+    assert model["crash_rate_realized"].value == pytest.approx(realized)
     assert model["availability_measured"].value == pytest.approx(0.96)
-    assert model["availability_predicted"].value == pytest.approx(1 / 1.04)
-    assert model["availability_gap_pp"].value == pytest.approx(100 * (0.96 - 1 / 1.04))
-    assert model["improvement_I"].value == pytest.approx(1.16 / 1.04)
+    assert model["availability_predicted"].value == pytest.approx(1 / (1 + realized * 2e-3))
+    assert model["availability_predicted_configured"].value == pytest.approx(1 / 1.04)
+    gap = model["availability_gap_pp"]
+    assert gap.value == pytest.approx(100 * (0.96 - 1 / (1 + realized * 2e-3)))
+    assert gap.ci_low <= gap.value <= gap.ci_high and gap.events == 40
+    assert gap.check == "holds"  # every worker agrees: a narrow interval within 2 points
+    assert model["improvement_I"].value == pytest.approx((1 + realized * 8e-3)
+                                                         / (1 + realized * 2e-3))
     assert model["crashes_injected"].value == 44
     assert model["lost_requests"].value == 0
     assert model["deduplicated_retries"].value == 44

@@ -76,9 +76,10 @@ DEADLINE_NS = 1_000_000  # a probe's replies must be in within 1 ms of its sched
 LOG_PER_S, LOG_SPARE = 50_000, 16_384  # state log entries per slot: per window second, spare
 TIMES = ("restart_d", "restart_detect", "restart_spawn", "restart_reply")
 RATIOS = ("availability_measured", "availability_predicted", "availability_deadline_only")
-COUNTS = ("crashes_injected", "restarts", "retried_requests", "deduplicated_retries",
-          "requests_answered", "lost_requests", "duplicate_requests", "corrupt_replies",
-          "probes", "probes_available")
+COUNTS = ("crashes_injected", "window_crashes", "restarts", "retried_requests",
+          "deduplicated_retries", "requests_answered", "lost_requests", "duplicate_requests",
+          "corrupt_replies", "probes", "probes_available")
+WINDOW = ("window_s", "downtime_ns")  # the window actually run, and its time down
 
 
 def exactly_once(answered: Iterable[int], applied: Iterable[int]) -> tuple[int, int]:
@@ -370,14 +371,16 @@ class FaultLoad:
                 if slot.pidfd in ready:
                     self.recover(i)
 
-    def window(self, duration_s: float) -> None:
-        """Load, probes and Poisson crashes for ``duration_s``, then drain."""
+    def window(self, duration_s: float) -> tuple[int, int]:
+        """Load, probes and Poisson crashes for ``duration_s``, then drain; returns the
+        window's (start, end), ns."""
         start = monotonic_ns()
         self.crash_due = start + self.up_time()
         self.probe_due = start + int(self.rng.expovariate(PROBE_RATE) * 1e9)
         end = start + int(duration_s * 1e9)
         self.run(end, probing=True, injecting=True)
         self.run(end, loading=False)
+        return start, end
 
     def controlled_crash(self) -> None:
         """A crash outside the window, so that a batch without one still times d."""
@@ -422,7 +425,8 @@ class FaultLoad:
 
 def probe(cases: list[Case], settings: Settings, names: NameSource) -> dict[str, list[float]]:
     case = cases[0]
-    out: dict[str, list[float]] = {m: [] for m in (*TIMES, *RATIOS, *COUNTS, "reboot_t_r")}
+    out: dict[str, list[float]] = {m: [] for m in (*TIMES, *RATIOS, *COUNTS, *WINDOW,
+                                                   "reboot_t_r")}
     with Supervisor(names, "same-cpu", timeout=settings.timeout_s) as sup:
         sup.pin_client()
         load = FaultLoad(sup, case, settings.timeout_s)
@@ -432,7 +436,8 @@ def probe(cases: list[Case], settings: Settings, names: NameSource) -> dict[str,
                 load.counts = dict.fromkeys(COUNTS, 0)
                 load.deadline_only = 0
                 first = len(load.done)
-                load.window(case.duration_s)
+                start, end = load.window(case.duration_s)
+                in_window = load.counts["window_crashes"] = load.counts["crashes_injected"]
                 probes = load.counts["probes"]
                 if probes:
                     out["availability_measured"].append(load.counts["probes_available"] / probes)
@@ -446,8 +451,13 @@ def probe(cases: list[Case], settings: Settings, names: NameSource) -> dict[str,
                     out["restart_detect"].append(crash.t_detect - crash.t_crash)
                     out["restart_spawn"].append(crash.t_ready - crash.t_detect)
                     out["restart_reply"].append(crash.t_good - crash.t_ready)
-                mean_d = sum(c.t_good - c.t_crash for c in crashes) / len(crashes) / 1e9
-                out["availability_predicted"].append(1 / (1 + case.level * mean_d))
+                # The renewal model with the crashes this window really had: lambda is
+                # those crashes over the time up, d their mean restart; 1/(1 + lambda d)
+                # is then the share of the window not spent restarting.
+                down = sum(min(c.t_good, end) - c.t_crash for c in crashes[:in_window])
+                out["window_s"].append((end - start) / 1e9)
+                out["downtime_ns"].append(down)
+                out["availability_predicted"].append(1 - down / (end - start))
                 out["reboot_t_r"].append(load.reboot())
                 load.audit()
                 for name in COUNTS:
