@@ -364,8 +364,8 @@ class Faults(Experiment):
                 f"{GAP_BOUNDS_PP[1]:g} points, fails if it lies beyond, and is untestable when "
                 "it straddles that: too few crashes or probes to tell. dedup: retries answered "
                 "from the dead server's stored state, not re-applied. lost and dup: the "
-                "servers' logs of applied ids against the client's answers; both must be 0. faults_availability.csv has A and I for "
-                "lambda from 0.001 to 100 per second.")
+                "servers' logs of applied ids against the client's answers; both must be 0. "
+                "faults_availability.csv has A and I for lambda from 0.001 to 100 per second.")
         return [Section("Faults: A = 1/(1 + lambda d), I = (1 + lambda t_r)/(1 + lambda t_s)",
                         ["case", "lambda /s realized", "crashes", "lost", "dup", "dedup",
                          "t_s=d ms (CI)",
