@@ -5,16 +5,18 @@ The seed expects T_mu/T_m >= 1.3 for one system call's worth of IPC.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pandas as pd
 
-from harness.experiment import Experiment, ExperimentParams, ModelRow, Plan, echo_plan
+from harness.experiment import Experiment, ExperimentParams, ModelRow, Plan, check_row, echo_plan
 from harness.plots import pyplot, save
 from harness.samples import select
 from harness.stats import ratio_of_medians
 
 BASELINE = "call"
+SEED_RATIO = 1.3  # the source text: IPC makes a call at least 1.3 times slower
 
 
 class Latency(Experiment):
@@ -41,10 +43,11 @@ class Latency(Experiment):
                     base.value.to_numpy(), base.worker.to_numpy(),
                     f"latency_ratio/{transport}/{placement}/{payload}",
                 )
-                rows_out.append(ModelRow(
-                    "latency_ratio", transport, value, "ratio", low, high,
-                    "T_mu/T_m, ratio of medians, cluster bootstrap",
-                    placement=placement, payload_bytes=int(payload),
+                rows_out.append(check_row(
+                    "latency_ratio", transport, (value, low, high), "ratio",
+                    (SEED_RATIO, math.inf), min(case.worker.nunique(), base.worker.nunique()),
+                    f"T_mu/T_m, ratio of medians, cluster bootstrap; the seed expects at "
+                    f"least {SEED_RATIO:g}", placement=placement, payload_bytes=int(payload),
                 ))
         return rows_out
 

@@ -37,6 +37,7 @@ from harness.experiment import (
     ModelRow,
     Plan,
     Section,
+    check_row,
     probe_cases,
 )
 from harness.plots import pyplot, save
@@ -70,6 +71,31 @@ def metrics(order: str) -> dict[str, str]:
         out |= {f"iso_{layer}_write_ns_per_byte": "ns/B",
                 f"iso_{layer}_read_ns_per_byte": "ns/B"}
     return out
+
+
+TOLERANCE = 0.20  # the sum of the layers' own costs within 20% of the stack's time
+
+
+def prediction_checks(mine: pd.DataFrame) -> list[ModelRow]:
+    """Predicted (the layers' own costs times the bytes entering each) against the
+    measured time per MiB, per transport and ordering, as checks."""
+    rows = []
+    for (transport, order), sub in mine.groupby(["transport", "variant"]):
+        measured, predicted = (select(sub, metric=m) for m in ("total_ns_per_mib",
+                                                                 "pred_ns_per_mib"))
+        if measured.empty or predicted.empty:
+            continue
+        label = f"layers/{transport}/{order}"
+        point = float(np.median(predicted.value) / np.median(measured.value) - 1)
+        low, high = interval(median_draws(predicted, label + "/pred_ns_per_mib")
+                             / median_draws(measured, label + "/total_ns_per_mib") - 1)
+        rows.append(check_row(
+            "layers_pred_rel_error", transport, (point, low, high), "ratio",
+            (-TOLERANCE, TOLERANCE), measured.worker.nunique(),
+            f"sum of c_L B_L over the measured time per MiB, - 1; workers bootstrapped; "
+            f"holds within {TOLERANCE:.0%}", placement="same-cpu", variant=order,
+            payload_bytes=BLOCK_BYTES, k=int(sub.k.iloc[0])))
+    return rows
 
 
 class Layers(Experiment):
@@ -142,6 +168,7 @@ class Layers(Experiment):
             if not intact.empty:  # every worker must have read back every byte
                 rows.append(ModelRow("layers_intact", transport, float(intact.value.min()),
                                      "ratio", np.nan, np.nan, "min over workers", **common))
+        rows += prediction_checks(mine)
         for (transport, order), pipe in draws.items():
             call = draws.get(("call", order))
             if transport == "call" or call is None:

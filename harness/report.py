@@ -183,6 +183,43 @@ def ring_rows(run: RunData) -> Rows:
     return header, body
 
 
+def _check_value(m: ModelRow, x: float) -> str:
+    if x is None or math.isnan(x):
+        return "-"
+    if math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    if m.unit == "pp":
+        return f"{x:+.2f} pp"
+    return f"{x:.1%}" if "rel_error" in m.parameter else f"{x:.3g}"
+
+
+def check_rows(run: RunData) -> Rows:
+    """Every prediction set against a measurement: what the run could tell."""
+    header = ["check", "transport", "case", "value", "95% CI", "model claims", "events",
+              "verdict"]
+    body = []
+    for m in run.model:
+        if not m.check:
+            continue
+        where = " ".join(str(x) for x in (m.placement, m.variant, m.payload_bytes and
+                                           f"{m.payload_bytes} B", m.k and f"k{m.k}") if x)
+        claim = (f"at least {_check_value(m, m.bound_low)}" if m.bound_high == math.inf else
+                 f"{_check_value(m, m.bound_low)} to {_check_value(m, m.bound_high)}")
+        body.append([m.parameter, m.transport, where, _check_value(m, m.value),
+                     f"{_check_value(m, m.ci_low)} to {_check_value(m, m.ci_high)}", claim,
+                     "-" if m.events is None or math.isnan(m.events) else f"{m.events:.0f}",
+                     m.check])
+    return header, body
+
+
+CHECKS_NOTE = (
+    "A check holds when the whole 95% interval of what it measures lies within what the "
+    "model claims, fails when the interval lies wholly outside, and is untestable when it "
+    "straddles the claim: the run held too few events (workers, crashes, requests) to tell. "
+    "Predictions use what the run really had (arrival and crash rates), not the settings."
+)
+
+
 def model_rows(run: RunData) -> Rows:
     header = ["parameter", "transport", "placement", "bytes", "value", "95% CI", "unit", "method"]
     body = [[m.parameter, m.transport, m.placement,
@@ -202,6 +239,7 @@ def experiment_sections(run: RunData) -> list[Section]:
 
 
 DISTURBANCE_TITLE = "Disturbance by experiment"
+CHECKS_TITLE = "Model checks: predicted against measured"
 HOST_PLOTS = ("reference.png",)
 
 
@@ -241,6 +279,7 @@ def print_summary(run: RunData, console: Console) -> None:
         ("Chain: measured against the cost model, microseconds", prediction_rows(run)),
         ("Cost model (ns; errors are the worst k)", parameter_rows(run)),
         *[(s.title, (s.header, s.rows)) for s in experiment_sections(run)],
+        (CHECKS_TITLE, check_rows(run)),
         ("Not run", not_run_rows(run)),
     ])
 
@@ -278,6 +317,7 @@ def sections(run: RunData) -> list[tuple[str, Rows]]:
         ("Cost model", parameter_rows(run)),
         ("Chain and fan-out: predicted against measured", prediction_rows(run)),
         ("Ring: beta over processes and working set", ring_rows(run)),
+        (CHECKS_TITLE, check_rows(run)),
         ("All model parameters", model_rows(run)),
         (DISTURBANCE_TITLE, disturbance_rows(run)),
         ("Cases not run", not_run_rows(run)),
@@ -312,6 +352,8 @@ def render_markdown(run: RunData) -> str:
                 parts += ["", MODEL_NOTE + (f" Cycles in `model.csv` use the nominal "
                                              f"{mhz:.0f} MHz (a VM does not expose the real "
                                              "clock)." if mhz else "")]
+            if title == CHECKS_TITLE:
+                parts += ["", CHECKS_NOTE]
             if title == DISTURBANCE_TITLE:
                 parts += ["", DISTURBANCE_NOTE]
                 parts += [f"\n![{name}]({name})" for name in HOST_PLOTS if name in run.plots]
@@ -362,6 +404,8 @@ def render_html(run: RunData, folder: Path) -> str:
             parts += [f"<h2>{html.escape(name)}</h2>", _html_table(header, body)]
             if name == "Cost model":
                 parts.append(f"<p class='note'>{html.escape(MODEL_NOTE)}</p>")
+            if name == CHECKS_TITLE:
+                parts.append(f"<p class='note'>{html.escape(CHECKS_NOTE)}</p>")
             if name == DISTURBANCE_TITLE:
                 parts.append(f"<p class='note'>{html.escape(DISTURBANCE_NOTE)}</p>")
                 parts += [_html_figure(folder, p) for p in HOST_PLOTS if p in run.plots]
