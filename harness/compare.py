@@ -33,6 +33,7 @@ from scipy import stats
 
 from harness.errors import UsageError
 from harness.metadata import FINGERPRINT_KEYS
+from harness.stats import sensitivity
 
 FDR = 0.05
 POWER = 0.8
@@ -53,21 +54,17 @@ class RunSamples:
     gate: frozenset[str] = frozenset()  # timed cases: --require-power holds them to it
     ids: dict[str, list[int]] = field(default_factory=dict)  # each worker's number (pass)
 
-    def worker_medians(self, name: str, normalize: bool) -> np.ndarray:
-        """One value per worker; normalized: over the median of that worker's reference.
+    def worker_medians(self, name: str) -> np.ndarray:
+        return np.array([np.median(v) for v in self.values[name]])
 
-        Per worker, not per batch: one reference takes half a millisecond, and its own
-        jitter would add to each batch's, while the host's spells last longer than a
-        worker lives."""
-        medians = np.array([np.median(v) for v in self.values[name]])
-        if normalize and name in self.refs:
-            return medians / np.array([np.median(r) for r in self.refs[name]])
-        return medians
+    def worker_references(self, name: str) -> np.ndarray | None:
+        """The median reference of each worker, or None where there is none (probes)."""
+        if name not in self.refs:
+            return None
+        return np.array([np.median(r) for r in self.refs[name]])
 
-    def by_worker(self, name: str, normalize: bool) -> dict[int, float]:
-        """Worker medians keyed by worker number: ``ab`` pairs the workers of a pass."""
-        ids = self.ids.get(name) or list(range(len(self.values[name])))
-        return dict(zip(ids, self.worker_medians(name, normalize), strict=True))
+    def worker_ids(self, name: str) -> list[int]:
+        return self.ids.get(name) or list(range(len(self.values[name])))
 
     def reference(self) -> float:
         every = [r for refs in self.refs.values() for r in refs]
@@ -188,6 +185,19 @@ class Difference:
         return float(math.expm1(shift))
 
 
+def on_common_reference(base: np.ndarray, base_ref: np.ndarray, new: np.ndarray,
+                        new_ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Worker medians as they would be at the median reference of both runs: each moved
+    by the case's own sensitivity to the reference (``harness.stats.sensitivity``),
+    fitted on both runs' workers with an intercept each."""
+    refs = np.log(np.concatenate([base_ref, new_ref]))
+    values = np.log(np.concatenate([base, new]))
+    side = np.r_[np.zeros(len(base)), np.ones(len(new))]
+    slope = sensitivity(values, refs, side)
+    adjusted = np.exp(values - slope * (refs - np.median(refs)))
+    return adjusted[: len(base)], adjusted[len(base) :]
+
+
 def welch(base: np.ndarray, new: np.ndarray) -> Difference | None:
     """Two independent sets of worker medians (two runs)."""
     if min(len(base), len(new)) < MIN_WORKERS or min(base.min(), new.min()) <= 0:
@@ -270,14 +280,21 @@ def compare(base: RunSamples, new: RunSamples, threshold: float = 0.05,
         raise UsageError(f"{base.label} and {new.label} have no case in common")
     found = []
     for name in common:
+        b, n = base.worker_medians(name), new.worker_medians(name)
+        b_ref, n_ref = base.worker_references(name), new.worker_references(name)
+        fitted = (normalize and b_ref is not None and n_ref is not None
+                  and min(b.min(), n.min()) > 0)  # a difference (C0) has no ratio to move
+        if fitted:
+            b, n = on_common_reference(b, b_ref, n, n_ref)
         if pair:  # the workers of one pass, and only those both sides kept
-            b_of, n_of = base.by_worker(name, normalize), new.by_worker(name, normalize)
+            b_of = dict(zip(base.worker_ids(name), b, strict=True))
+            n_of = dict(zip(new.worker_ids(name), n, strict=True))
             both = sorted(set(b_of) & set(n_of))
             b, n = np.array([b_of[i] for i in both]), np.array([n_of[i] for i in both])
-            found.append((name, paired(b, n), b, n))
-        else:
-            b, n = base.worker_medians(name, normalize), new.worker_medians(name, normalize)
-            found.append((name, welch(b, n), b, n))
+        diff = (paired if pair else welch)(b, n)
+        if diff is not None and fitted:  # the sensitivity was fitted on these workers
+            diff = Difference(diff.delta, diff.se, max(diff.df - 1, 1.0))
+        found.append((name, diff, b, n))
     p_values = [d.p_value if d else math.nan for _, d, _, _ in found]
     q_values = benjamini_hochberg(p_values)
     tested = sum(not math.isnan(p) for p in p_values)

@@ -14,14 +14,16 @@ import pandas as pd
 
 from harness.fit import Fit, ols
 from harness.records import Case
-from harness.stats import bootstrap_medians, interval, seeded_rng
+from harness.stats import bootstrap_medians, interval, seeded_rng, sensitivity
 
 Estimate = tuple[float, float, float]  # value, ci_low, ci_high
 
 
 def host_adjusted(samples: pd.DataFrame) -> pd.DataFrame:
-    """Each timed value scaled to the run's typical host: times the run's median
-    reference over its worker's median reference (``harness.reference``).
+    """Each timed value moved to the run's typical host: by the ratio of the run's median
+    reference to its worker's median reference (``harness.reference``), raised to the
+    case's own sensitivity to it (``harness.stats.sensitivity``, fitted on the case's
+    workers).
 
     Workers of one case run at different moments of the run, and the host's spells
     move a worker's values and its reference together; the model compares cases
@@ -29,9 +31,18 @@ def host_adjusted(samples: pd.DataFrame) -> pd.DataFrame:
     and stay as they are."""
     if "ref_ns" not in samples.columns or samples.ref_ns.isna().all():
         return samples
-    keys = [c for c in (*CASE_FIELDS, "worker") if c in samples.columns]
-    worker_ref = samples.groupby(keys, dropna=False).ref_ns.transform("median")
-    scale = (float(samples.ref_ns.median()) / worker_ref).fillna(1.0)
+    case_keys = [c for c in CASE_FIELDS if c in samples.columns]
+    typical = np.log(float(samples.ref_ns.median()))
+    scale = pd.Series(1.0, index=samples.index)
+    for _, rows in samples[samples.ref_ns.notna()].groupby(case_keys, dropna=False):
+        workers = rows.groupby("worker")
+        log_ref = np.log(workers.ref_ns.median())
+        medians = workers.value.median().to_numpy()
+        # a difference (C0 less an empty call) can be 0 or below: no logarithm, slope 1
+        slope = sensitivity(np.log(medians), log_ref.to_numpy(), np.zeros(len(log_ref))) \
+            if (medians > 0).all() else 1.0
+        shift = np.exp(-slope * (log_ref - typical))
+        scale[rows.index] = rows.worker.map(shift).to_numpy()
     return samples.assign(value=samples.value * scale)
 
 

@@ -65,7 +65,7 @@ class Suite:
         result = self.runner.run_case(case)
         if result.status != "ok":
             sys.exit(f"compare_c: ipcbench case {case.name} failed: {result.note}")
-        values = [v for w in result.workers for v in w.values]
+        values = [v for w in result.workers for v in w.kept()]  # as the suite's statistics
         switches = statistics.mean(w.counters["ctx_switches_per_op"] for w in result.workers)
         return statistics.median(values), switches
 

@@ -92,6 +92,10 @@ def test_every_crash_is_restarted_and_every_request_answered_once(variant, trans
     crashes = values["crashes_injected"]
     assert len(crashes) == batches and all(c >= 1 for c in crashes)  # a quiet batch forces one
     assert values["restarts"] == crashes
+    # the crashes the renewal model is given are those inside the window, down within it
+    assert all(0 <= w <= c for w, c in zip(values["window_crashes"], crashes, strict=True))
+    assert all(0 <= down <= 1e9 * t for down, t in zip(values["downtime_ns"],
+                                                       values["window_s"], strict=True))
     for name in ("lost_requests", "duplicate_requests", "corrupt_replies"):
         assert values[name] == [0] * batches, name
     retried, dedup = values["retried_requests"], values["deduplicated_retries"]
@@ -107,13 +111,14 @@ def test_every_crash_is_restarted_and_every_request_answered_once(variant, trans
                 strict=True)
     assert [sum(p) for p in parts] == values["restart_d"]
     assert len(values["reboot_t_r"]) == batches
-    assert all(0 < p <= n for p, n in zip(values["probes_available"], values["probes"],
-                                          strict=True))
+    # Counts add up; how many probes were in time depends on the machine's load.
+    assert all(0 <= p <= n for p, n in zip(values["probes_available"], values["probes"],
+                                           strict=True))
     assert values["availability_measured"] == [
         p / n for p, n in zip(values["probes_available"], values["probes"], strict=True)]
     for name in ("availability_measured", "availability_predicted",
                  "availability_deadline_only"):
-        assert all(0 < a <= 1 for a in values[name]), name
+        assert all(0 <= a <= 1 for a in values[name]), name
     # Every stale probe is also unavailable; the deadline-only count can only be higher.
     assert all(m <= d for m, d in zip(values["availability_measured"],
                                       values["availability_deadline_only"], strict=True))
