@@ -205,6 +205,8 @@ def welch(base: np.ndarray, new: np.ndarray) -> Difference | None:
     lb, ln = np.log(base), np.log(new)
     vb, vn = lb.var(ddof=1) / len(lb), ln.var(ddof=1) / len(ln)
     se = math.sqrt(vb + vn)
+    if se == 0 and ln.mean() != lb.mean():
+        return None  # e.g. page tables, in whole pages: no spread seen is not no spread
     df = (vb + vn) ** 2 / (vb**2 / (len(lb) - 1) + vn**2 / (len(ln) - 1)) if se else \
         len(lb) + len(ln) - 2.0
     return Difference(float(ln.mean() - lb.mean()), se, float(df))
@@ -216,7 +218,10 @@ def paired(base: np.ndarray, new: np.ndarray) -> Difference | None:
     if n < MIN_WORKERS or min(base.min(), new.min()) <= 0:
         return None
     d = np.log(new) - np.log(base)
-    return Difference(float(d.mean()), float(d.std(ddof=1) / math.sqrt(n)), n - 1.0)
+    se = float(d.std(ddof=1) / math.sqrt(n))
+    if se == 0 and d.mean() != 0:
+        return None  # every pair moved alike: quantized values, not evidence
+    return Difference(float(d.mean()), se, n - 1.0)
 
 
 def benjamini_hochberg(p_values: list[float]) -> list[float]:
@@ -328,7 +333,8 @@ def _judge(ratio: float, q: float, detectable: float, threshold: float,
            testable: bool) -> tuple[str, str]:
     beyond = abs(ratio - 1) > threshold
     if not testable:
-        return "underpowered", f"no test: fewer than {MIN_WORKERS} workers a side, or values <= 0"
+        return "underpowered", (f"no test: fewer than {MIN_WORKERS} workers a side, values <= 0, "
+                                "or no spread at all to judge a difference by")
     if q <= FDR and beyond:
         return ("slower" if ratio > 1 else "faster"), f"significant, beyond {threshold:.0%}"
     if detectable > threshold:

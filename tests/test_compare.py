@@ -295,3 +295,17 @@ def test_doctor_measures_the_noise_floor():
 def test_doctor_refuses_a_bad_duration(seconds):
     done = ipcbench("doctor", "--seconds", seconds)
     assert done.returncode == 2 and done.stderr.count("\n") == 1
+
+
+def test_values_without_spread_are_not_evidence():
+    """Page tables come in whole pages: three workers a side all at 160 KiB against all at
+    168 KiB is no test (the next worker may land either way); equal ones are the same."""
+    base = RunSamples("a", MACHINE, {"pte": [np.array([163840.0])] * 3,
+                                     "same": [np.array([4096.0])] * 3},
+                      units={"pte": "bytes", "same": "bytes"})
+    new = RunSamples("b", MACHINE, {"pte": [np.array([172032.0])] * 3,
+                                    "same": [np.array([4096.0])] * 3})
+    for pair in (False, True):
+        verdicts = {v.case: v for v in compare(base, new, pair=pair).verdicts}
+        assert verdicts["pte"].verdict == "underpowered" and "no spread" in verdicts["pte"].reason
+        assert verdicts["same"].verdict == "same"
