@@ -123,6 +123,10 @@ class Runner:
             proc.kill()
             proc.communicate()
             raise WorkerError(f"worker exceeded {timeout:g} s") from None
+        except BaseException:  # an interrupt: the worker goes now, its servers with it
+            proc.kill()
+            proc.wait()
+            raise
         finally:
             self._active = None
         try:

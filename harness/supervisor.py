@@ -12,13 +12,15 @@ import select
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from types import FrameType
 
 from harness.names import NameSource
 from servers.echo import serve
 from servers.process import ServerSetup, run_server
-from servers.transports import PLACEMENTS, Channel, Link, Transport
+from servers.transports import PLACEMENTS, Channel, Link, PeerGone, Transport
 from servers.transports.base import close_fds
 from servers.transports.call import CallLink
 from servers.transports.stream import StreamChannel
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
     import subprocess
 
 STOP_GRACE_S = 1.0
+DEATH_GRACE_S = 0.1  # how long a failed wait looks for a server that is dying
 STANDALONE_MODULE = "servers.standalone"
 
 
@@ -182,6 +185,46 @@ class Supervisor:
             os.close(status_r)
         return self._keep(StreamChannel(reply_r, request_w, payload))
 
+    def dead(self) -> str | None:
+        """How the first supervised server that ended did ("server pid N died (SIGKILL)"),
+        or None; the server is left unreaped for ``stop``."""
+        for server in self.servers:
+            try:
+                info = os.waitid(os.P_PID, server.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                continue
+            if info is not None:
+                return f"server pid {server.pid} {_ending(info)}"
+        return None
+
+    @contextmanager
+    def watch(self) -> Iterator[None]:
+        """Raise PeerGone, naming the server and its signal, the moment a server dies.
+
+        Pipes and sockets see EOF, but a semaphore, a queue or a spinning flag gives no
+        sign of a dead peer until the timeout. A SIGCHLD handler interrupts the wait;
+        posix_ipc turns that into its SignalError, which is renamed here."""
+
+        def died(_signum: int, _frame: FrameType | None) -> None:
+            gone = self.dead()
+            if gone:
+                raise PeerGone(gone)
+
+        previous = signal.signal(signal.SIGCHLD, died)
+        try:
+            died(signal.SIGCHLD, None)  # a death before the handler was in place
+            yield
+        except Exception as exc:
+            # A killed server's pipes close before it is a zombie: EOF can come first.
+            deadline = time.monotonic() + DEATH_GRACE_S
+            while (gone := self.dead()) is None and time.monotonic() < deadline:
+                time.sleep(0.001)
+            if gone and not (isinstance(exc, PeerGone) and str(exc) == gone):
+                raise PeerGone(gone) from exc
+            raise
+        finally:
+            signal.signal(signal.SIGCHLD, previous)
+
     def discard(self, pid: int, channel: Channel) -> None:
         """A server that died and was reaped by the caller (a crash experiment): drop
         it, and close the client end that reached it, so ``stop`` has nothing to do."""
@@ -242,6 +285,16 @@ class Supervisor:
                 break
             if pending:
                 time.sleep(0.001)
+
+
+def _ending(info: os.waitid_result) -> str:
+    if info.si_code == os.CLD_EXITED:
+        return f"exited with status {info.si_status}"
+    try:
+        name = signal.Signals(info.si_status).name
+    except ValueError:
+        name = f"signal {info.si_status}"
+    return f"died ({name})"
 
 
 def _signal(pid: int, sig: int) -> None:

@@ -25,13 +25,22 @@ def watchdog(seconds: float) -> Iterator[None]:
     One timer per batch, not per message, so the timed loop pays nothing.
     """
 
+    message = f"no progress for {seconds:g} s: the peer is stuck or gone"
+    expired = []
+
     def expire(_signum: int, _frame: FrameType | None) -> None:
-        raise PeerTimeout(f"no progress for {seconds:g} s: the peer is stuck or gone")
+        expired.append(True)
+        raise PeerTimeout(message)
 
     previous = signal.signal(signal.SIGALRM, expire)
     signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
         yield
+    except Exception as exc:
+        # posix_ipc replaces what a handler raised in its wait with its SignalError
+        if expired and not isinstance(exc, PeerTimeout):
+            raise PeerTimeout(message) from exc
+        raise
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)

@@ -58,28 +58,35 @@ def run_case(case: Case, settings: Settings, names: NameSource) -> WorkerResult:
     with Supervisor(names, case.placement, case.sched_batch, settings.timeout_s) as sup:
         sup.pin_client()
         setup = build(case, sup)
-        with watchdog(settings.timeout_s):
-            setup.check()
-        loops, warmups = warm_up(
-            setup.send, setup.recv, setup.message, target_ns=int(settings.batch_ms * 1e6),
-            warmups=settings.warmups, timeout=settings.timeout_s,
-        )
-        # Opened after the servers are forked, so that none of them inherits these fds.
-        cpus = [sup.client_cpu, *(s.cpu for s in sup.servers)]
-        counters = CaseCounters(sup.pids, cpus)
-        try:
-            with PipeReference() as reference:
-                values, batches, spent = timed_batches(setup, loops, settings, counters,
-                                                       reference)
-        finally:
-            counters.close()
-        with watchdog(settings.timeout_s):
-            setup.check()
+        with sup.watch():
+            values, loops, warmups, batches, spent = measure(setup, sup, settings)
     hops = setup.hops
     per_op = spent.per_op(loops * settings.batches * hops)
     per_op["messages_per_op"] = setup.messages / hops
     return WorkerResult(loops, [v / hops for v in values], [v / hops for v in warmups], per_op,
                         batches)
+
+
+def measure(setup: Setup, sup: Supervisor, settings: Settings
+            ) -> tuple[list[float], int, list[float], list[BatchRecord], Counters]:
+    """Check, calibrate, warm up and time one case whose servers are running."""
+    with watchdog(settings.timeout_s):
+        setup.check()
+    loops, warmups = warm_up(
+        setup.send, setup.recv, setup.message, target_ns=int(settings.batch_ms * 1e6),
+        warmups=settings.warmups, timeout=settings.timeout_s,
+    )
+    # Opened after the servers are forked, so that none of them inherits these fds.
+    cpus = [sup.client_cpu, *(s.cpu for s in sup.servers)]
+    counters = CaseCounters(sup.pids, cpus)
+    try:
+        with PipeReference() as reference:
+            values, batches, spent = timed_batches(setup, loops, settings, counters, reference)
+    finally:
+        counters.close()
+    with watchdog(settings.timeout_s):
+        setup.check()
+    return values, loops, warmups, batches, spent
 
 
 def run_probe(cases: list[Case], settings: Settings, names: NameSource) -> list[WorkerResult]:

@@ -49,12 +49,13 @@ def names() -> NameSource:
     return NameSource(f"ipcb-{os.getpid()}-test-layers-")
 
 
+# This session's names only: another run or test session may share the machine.
 def leftovers() -> set[str]:
-    return {p.name for p in Path(tempfile.gettempdir()).glob("ipcb-*layers-*")}
+    return {p.name for p in Path(tempfile.gettempdir()).glob(f"ipcb-{os.getpid()}-*layers-*")}
 
 
 def shm_entries() -> set[str]:
-    return {p.name for p in Path("/dev/shm").glob("*ipcb-*")}
+    return {p.name for p in Path("/dev/shm").glob(f"*ipcb-{os.getpid()}-*")}
 
 
 @pytest.fixture

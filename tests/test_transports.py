@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import threading
 import time
 
 import psutil
@@ -99,6 +100,26 @@ def test_dead_peer_is_detected(name, names, no_child_left):
             channel.send(b"x" * 64)
             channel.recv()
         assert time.monotonic() - started < timeout * 3
+
+
+@pytest.mark.parametrize("name", PROCESS_TRANSPORTS)
+def test_a_dead_server_is_named_on_every_transport(name, names, no_child_left):
+    """Killed while the client waits: the watch ends the wait with the server's pid and
+    signal. The timeout is long, so ending it by timeout would raise PeerTimeout."""
+    needs_cpus(name)
+    with Supervisor(names, placement=placement_for(name), timeout=60) as sup:
+        channel = sup.start(TRANSPORTS[name], 64, lambda: lambda request: (
+            time.sleep(0.2), request)[1])  # slow enough that the kill lands mid-wait
+        pid = sup.pids[0]
+        with pytest.raises(PeerGone, match=f"server pid {pid} died \\(SIGKILL\\)"), \
+                sup.watch():
+            killer = threading.Timer(0.05, os.kill, (pid, signal.SIGKILL))
+            killer.start()
+            try:
+                channel.send(b"x" * 64)
+                channel.recv()
+            finally:
+                killer.join()
 
 
 def test_server_start_error_is_reported(names, no_child_left):
