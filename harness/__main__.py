@@ -1,3 +1,3 @@
-from harness.cli import main
+from harness.launch import main
 
 raise SystemExit(main())
