@@ -32,6 +32,7 @@ import pyperf
 from scipy import stats
 
 from harness.errors import UsageError
+from harness.families import CaseWorkers, group, pass_means
 from harness.metadata import FINGERPRINT_KEYS
 from harness.stats import sensitivity
 
@@ -259,13 +260,17 @@ class Comparison:
     normalized: bool
     paired: bool
     reference_change: float  # new reference over base reference, - 1 (nan if none)
+    families: list[Verdict] = field(default_factory=list)  # one per transport (the gate)
 
     @property
     def regressed(self) -> bool:
-        return any(v.verdict in ("slower", "failed") for v in self.verdicts)
+        return any(v.verdict in ("slower", "failed") for v in [*self.families, *self.verdicts])
 
     def underpowered_gate(self) -> list[Verdict]:
-        return [v for v in self.verdicts if v.gate and v.verdict == "underpowered"]
+        """The headline tests that could not see the threshold: the transports', or
+        where there are none, every timed case's."""
+        gate = self.families or [v for v in self.verdicts if v.gate]
+        return [v for v in gate if v.verdict == "underpowered"]
 
     def powered(self) -> int:
         """Cases that could have caught a change of the threshold's size."""
@@ -273,8 +278,10 @@ class Comparison:
 
 
 def comparison_frame(result: Comparison) -> pd.DataFrame:
-    """The verdicts as a table (``comparison.csv``)."""
-    return pd.DataFrame([asdict(v) for v in result.verdicts])
+    """The verdicts as a table (``comparison.csv``): the transports' first, then the cases'."""
+    rows = [{"level": "transport", **asdict(v)} for v in result.families]
+    rows += [{"level": "case", **asdict(v)} for v in result.verdicts]
+    return pd.DataFrame(rows)
 
 
 def compare(base: RunSamples, new: RunSamples, threshold: float = 0.05,
@@ -284,6 +291,7 @@ def compare(base: RunSamples, new: RunSamples, threshold: float = 0.05,
     if not common and not lost:
         raise UsageError(f"{base.label} and {new.label} have no case in common")
     found = []
+    timed: dict[str, CaseWorkers] = {}
     for name in common:
         b, n = base.worker_medians(name), new.worker_medians(name)
         b_ref, n_ref = base.worker_references(name), new.worker_references(name)
@@ -291,6 +299,9 @@ def compare(base: RunSamples, new: RunSamples, threshold: float = 0.05,
                   and min(b.min(), n.min()) > 0)  # a difference (C0) has no ratio to move
         if fitted:
             b, n = on_common_reference(b, b_ref, n, n_ref)
+        if name in base.gate and name in new.gate:
+            timed[name] = CaseWorkers(dict(zip(base.worker_ids(name), b, strict=True)),
+                                      dict(zip(new.worker_ids(name), n, strict=True)))
         if pair:  # the workers of one pass, and only those both sides kept
             b_of = dict(zip(base.worker_ids(name), b, strict=True))
             n_of = dict(zip(new.worker_ids(name), n, strict=True))
@@ -313,7 +324,32 @@ def compare(base: RunSamples, new: RunSamples, threshold: float = 0.05,
                       f"failed in {new.label}: {new.failed[name]}") for name in lost]
     order = sorted(judged, key=lambda v: -abs(math.log(v.ratio)) if v.ratio > 0 else 0)
     return Comparison(failed + order, threshold, normalize, pair,
-                      new.reference() / base.reference() - 1)
+                      new.reference() / base.reference() - 1,
+                      _families(timed, pair, threshold, base, new))
+
+
+def _families(timed: dict[str, CaseWorkers], pair: bool, threshold: float,
+              base: RunSamples, new: RunSamples) -> list[Verdict]:
+    """One verdict per transport over its timed cases (``harness.families``)."""
+    tests = []
+    for transport, cases in group(timed).items():
+        means = pass_means(list(cases.values()), pair)
+        diff = (paired if pair else welch)(*means) if means else None
+        tests.append((transport, cases, diff))
+    q_values = benjamini_hochberg([d.p_value if d else math.nan for _, _, d in tests])
+    tested = sum(d is not None for _, _, d in tests)
+    rejected = sum(q <= FDR for q in q_values if not math.isnan(q))
+    alpha = FDR * max(rejected, 1) / max(tested, 1)
+    verdicts = []
+    for (transport, cases, diff), q in zip(tests, q_values, strict=True):
+        ratio = math.exp(diff.delta) if diff else math.nan
+        detectable = diff.detectable(alpha) if diff else math.inf
+        verdict, reason = _judge(ratio, q, detectable, threshold, diff is not None)
+        plural = "s" if len(cases) != 1 else ""
+        verdicts.append(Verdict(f"{transport}: {len(cases)} timed case{plural} (geometric mean)",
+                                math.nan, math.nan, ratio, diff.p_value if diff else math.nan,
+                                q, detectable, verdict, reason))
+    return verdicts
 
 
 def _verdict(name: str, diff: Difference | None, b: np.ndarray, n: np.ndarray, q: float,

@@ -15,7 +15,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from harness.compare import FDR, POWER, Comparison
+from harness.compare import FDR, POWER, Comparison, Verdict
 from harness.disturbance import LIMIT, run_disturbance
 from harness.doctor import Finding
 from harness.experiment import ModelRow, Section, load_experiments
@@ -443,23 +443,31 @@ VERDICT_STYLE = {"failed": "bold red", "slower": "bold red", "faster": "green", 
 def print_comparison(result: Comparison, base: str, new: str, console: Console) -> None:
     how = "paired workers, " if result.paired else ""
     how += "each batch over its reference, " if result.normalized else ""
-    table = Table(title=f"{new} against {base} ({how}largest changes first)",
-                  title_justify="left")
+    if result.families:
+        console.print(_verdict_table(
+            f"The gate: each transport's timed cases together, {new} against {base} "
+            f"({how}one value per pass of workers)", result.families))
+    console.print(_verdict_table(f"Each case, {new} against {base} ({how}largest changes "
+                                 "first)", result.verdicts))
+    for line in comparison_summary(result):
+        console.print(line)
+
+
+def _verdict_table(title: str, verdicts: list[Verdict]) -> Table:
+    table = Table(title=title, title_justify="left")
     table.add_column("case", overflow="fold")
     for name in ("base", "new", "change", "detectable", "q (BH)"):
         table.add_column(name, justify="right", no_wrap=True)
     table.add_column("verdict", no_wrap=True)
     table.add_column("why", max_width=32)
-    for v in result.verdicts:
+    for v in verdicts:
         table.add_row(v.case, _with_unit(v.base_median, v.unit), _with_unit(v.new_median, v.unit),
                       "-" if math.isnan(v.ratio) else f"{v.ratio - 1:+.1%}",
                       _detectable(v.detectable),
                       "-" if math.isnan(v.q_value) else f"{v.q_value:.2g}",
                       f"[{VERDICT_STYLE[v.verdict]}]{v.verdict}[/]" if VERDICT_STYLE[v.verdict]
                       else v.verdict, v.reason)
-    console.print(table)
-    for line in comparison_summary(result):
-        console.print(line)
+    return table
 
 
 def _detectable(change: float) -> str:
@@ -471,10 +479,18 @@ def _detectable(change: float) -> str:
 def comparison_summary(result: Comparison) -> list[str]:
     verdicts = result.verdicts
     counts = {k: sum(v.verdict == k for v in verdicts) for k in VERDICT_STYLE}
-    lines = [", ".join(f"{n} {k}" for k, n in counts.items()),
-             f"{result.powered()} of {len(verdicts)} cases could have caught a change of "
-             f"{result.threshold:.0%} (detectable: the change found with {POWER:.0%} power at "
-             f"the level Benjamini-Hochberg applied, FDR {FDR:.0%})"]
+    lines = []
+    if result.families:
+        slower = [v.case.split(":")[0] for v in result.families if v.verdict == "slower"]
+        able = [v.case.split(":")[0] for v in result.families
+                if v.detectable <= result.threshold]
+        lines.append(f"the gate: {', '.join(slower) or 'no transport'} slower; "
+                     f"{len(able)} of {len(result.families)} transports could have caught "
+                     f"{result.threshold:.0%} ({', '.join(able) or 'none'})")
+    lines += [", ".join(f"{n} {k}" for k, n in counts.items()) + " (cases)",
+              f"{result.powered()} of {len(verdicts)} cases could have caught a change of "
+              f"{result.threshold:.0%} alone (detectable: the change found with {POWER:.0%} "
+              f"power at the level Benjamini-Hochberg applied, FDR {FDR:.0%})"]
     if not math.isnan(result.reference_change):
         moved = result.reference_change
         lines.append(f"the machine reference moved {moved:+.1%} between the runs"

@@ -43,7 +43,11 @@ def test_ab_writes_both_sides_and_the_comparison(ab_run):
     out, _ = ab_run
     assert sorted(p.name for p in out.iterdir()) == ["base", "comparison.csv", "new"]
     comparison = pd.read_csv(out / "comparison.csv")
-    assert set(comparison.case) == {"latency/call/same-cpu/64B/k1", "latency/pipe/same-cpu/64B/k1"}
+    cases = comparison[comparison.level == "case"]
+    assert set(cases.case) == {"latency/call/same-cpu/64B/k1", "latency/pipe/same-cpu/64B/k1"}
+    transports = comparison[comparison.level == "transport"]
+    assert sorted(transports.case) == ["call: 1 timed case (geometric mean)",
+                                       "pipe: 1 timed case (geometric mean)"]
     assert comparison.verdict.isin(["slower", "faster", "same", "underpowered", "unknown"]).all()
     for side in ("base", "new"):
         done = ipcbench("report", str(out / side))

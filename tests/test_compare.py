@@ -309,3 +309,51 @@ def test_values_without_spread_are_not_evidence():
         verdicts = {v.case: v for v in compare(base, new, pair=pair).verdicts}
         assert verdicts["pte"].verdict == "underpowered" and "no spread" in verdicts["pte"].reason
         assert verdicts["same"].verdict == "same"
+
+
+def transport_runs(rng: np.random.Generator, pipe_scale: float, spells: np.ndarray | None = None
+                   ) -> RunSamples:
+    """16 timed cases each of pipe, mq and shm: 8 workers of 3 batches, with 20% noise
+    between workers that no single case can see through (and a host spell per pass)."""
+    values = {}
+    for transport, scale in (("pipe", pipe_scale), ("mq", 1.0), ("shm", 1.0)):
+        for i in range(16):
+            level = 1000.0 * (i + 1)
+            values[f"payload/{transport}/same-cpu/{i}B/k1"] = [
+                scale * level * (1 if spells is None else spells[w]) * rng.lognormal(0, 0.2)
+                * rng.lognormal(0, 0.02, 3) for w in range(8)]
+    return RunSamples("run", MACHINE, values, gate=frozenset(values))
+
+
+def test_a_transport_wide_change_is_caught_where_no_case_alone_can():
+    rng = np.random.default_rng(21)
+    result = compare(transport_runs(rng, 1.0), transport_runs(rng, 1.10))
+    families = {v.case.split(":")[0]: v for v in result.families}
+    assert families["pipe"].verdict == "slower" and result.regressed
+    assert families["pipe"].case == "pipe: 16 timed cases (geometric mean)"
+    assert {families["mq"].verdict, families["shm"].verdict} <= {"same", "underpowered"}
+    cases = [v for v in result.verdicts if "/pipe/" in v.case]
+    assert sum(v.verdict == "underpowered" for v in cases) >= 12  # alone, most see nothing
+
+
+def test_transport_families_keep_quiet_when_nothing_changed():
+    """100 A/A comparisons: Benjamini-Hochberg over the transports keeps the chance of
+    any false alarm near its 5%."""
+    rng = np.random.default_rng(22)
+    alarms = sum(any(v.verdict == "slower" for v in compare(
+        transport_runs(rng, 1.0), transport_runs(rng, 1.0), threshold=1e-9).families)
+        for _ in range(100))
+    assert alarms <= 12
+
+
+def test_paired_families_see_through_the_hosts_spells():
+    """ab: each pass's pair shares a host spell of +-30%; paired, the family finds a 15%
+    change that the same workers compared as two independent runs cannot see."""
+    rng = np.random.default_rng(23)
+    spells = rng.lognormal(0, 0.3, 8)
+    base, new = transport_runs(rng, 1.0, spells), transport_runs(rng, 1.15, spells)
+    paired_pipe = {v.case.split(":")[0]: v for v in compare(base, new, pair=True).families}
+    apart = {v.case.split(":")[0]: v for v in compare(base, new).families}
+    assert paired_pipe["pipe"].verdict == "slower"
+    assert paired_pipe["pipe"].ratio == pytest.approx(1.15, abs=0.04)
+    assert apart["pipe"].verdict == "underpowered"
