@@ -2,14 +2,21 @@
 
 Every name carries the run's prefix ``ipcb-<runner pid>-<random>-``, so that
 ``harness.ipcnames`` can tell whose an object is and ``harness.cleanup`` can remove
-what a killed run left. Every worker imports this module, so it imports little:
-no ``pathlib``, no ``tempfile`` until a probe asks for a scratch folder.
+what a killed run left. The prefix is in every worker's argv, so each name also
+carries a random part drawn in the process that creates it: another user cannot
+guess a name to squat on it (``servers.transports.base.create_new`` retries if one
+is taken anyway). Every worker imports this module, so it imports little:
+no ``pathlib``, no ``tempfile`` until a probe asks for a scratch folder, no
+``secrets`` (``os.urandom`` is the same source).
 """
 
 from __future__ import annotations
 
 import itertools
 import os
+import stat
+
+from harness.errors import UsageError
 
 TYPE_CHECKING = False  # True for the type checker (pyproject: always_true)
 if TYPE_CHECKING:
@@ -27,17 +34,15 @@ class NameSource:
 
     def __init__(self, prefix: str, journal: str | os.PathLike[str] | None = None) -> None:
         self.prefix = prefix
-        self._journal = journal
+        # os.devnull is how tests say "no journal"; it is no regular file of ours.
+        self._journal = None if journal is None or os.fspath(journal) == os.devnull else journal
         self._counter = itertools.count()
 
     def __call__(self, tag: str) -> str:
-        name = f"/{self.prefix}{next(self._counter)}-{tag}"
+        # The random part stays out of argv: only this process knows it until it is used.
+        name = f"/{self.prefix}{next(self._counter)}-{os.urandom(4).hex()}-{tag}"
         if self._journal is not None:
-            fd = os.open(self._journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            try:
-                os.write(fd, f"{name}\n".encode())
-            finally:
-                os.close(fd)
+            append_journal(self._journal, name)
         return name
 
     def scratch(self, tag: str) -> TemporaryDirectory[str]:
@@ -46,3 +51,22 @@ class NameSource:
         from tempfile import TemporaryDirectory  # probes only: it pulls in random, hashlib
 
         return TemporaryDirectory(prefix=f"{self.prefix.lstrip('/')}{tag}-")
+
+
+def append_journal(journal: str | os.PathLike[str], name: str) -> None:
+    """Note ``name`` in the journal: never through a symlink, never into a file that is
+    not a regular file of ours (cleanup trusts what the journal names)."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(journal, flags, 0o600)
+    except OSError as exc:  # ELOOP: a symlink in its place
+        raise UsageError(f"journal {os.fspath(journal)}: cannot open it safely "
+                         f"({exc.strerror})") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
+            raise UsageError(f"journal {os.fspath(journal)}: not a regular file owned by "
+                             f"uid {os.geteuid()}; refusing to write to it")
+        os.write(fd, f"{name}\n".encode())
+    finally:
+        os.close(fd)

@@ -43,6 +43,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from itertools import pairwise
 from time import perf_counter_ns
 from typing import Protocol
@@ -52,6 +53,7 @@ import posix_ipc
 from harness.names import NameSource
 from harness.records import Case, Settings
 from servers.process import EXIT_ERROR, die_with_parent
+from servers.transports.base import create_new
 
 # Per source: state, pid, index of the request in hand. Per request: the times below.
 HEADER = 3
@@ -444,7 +446,8 @@ class Fleet:
 def run_processes(books: Books, names: NameSource, busy: bool, kill: bool, duration_ns: int,
                   timeout_s: float) -> tuple[int, Fleet]:
     """Run the sources as processes; t0 and the fleet (its kills and recoveries)."""
-    sem = posix_ipc.Semaphore(names("lock"), posix_ipc.O_CREX, initial_value=1)
+    sem = create_new(names, "lock", partial(posix_ipc.Semaphore, flags=posix_ipc.O_CREX,
+                                            initial_value=1), posix_ipc.ExistentialError)
     sem.unlink()  # the forks keep it mapped; nothing is left in /dev/shm
     go_r, go_w = os.pipe()
     fleet = Fleet(SemLock(sem), books, busy, timeout_s, {})

@@ -47,7 +47,10 @@ import signal
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from time import monotonic_ns
+
+import posix_ipc
 
 from harness.names import NameSource
 from harness.records import Case, Settings
@@ -68,7 +71,7 @@ from servers.faults import (
     unpack,
 )
 from servers.transports import Channel, get_transport
-from servers.transports.base import PeerGone, PeerTimeout
+from servers.transports.base import PeerGone, PeerTimeout, create_new
 
 MODES = ("kill", "raise")
 PROBE_RATE = 250.0  # probes per second: sparse enough that an outage queues about one
@@ -168,7 +171,10 @@ class FaultLoad:
     # ---- servers -------------------------------------------------------------------
     def boot(self) -> None:
         for _ in range(self.n):
-            self.slots.append(Slot(StateArea(self.sup.names("faults-state"), self.log_capacity)))
+            area = create_new(self.sup.names, "faults-state",
+                              partial(StateArea, log_capacity=self.log_capacity),
+                              posix_ipc.ExistentialError)
+            self.slots.append(Slot(area))
         for slot in self.slots:
             self.spawn(slot)
 

@@ -13,6 +13,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+TYPE_CHECKING = False  # True for the type checker (pyproject: always_true); no typing here
+if TYPE_CHECKING:
+    from typing import TypeVar
+
+    T = TypeVar("T")
+
+CREATE_ATTEMPTS = 4
+
 Buffer = bytes | bytearray | memoryview
 Send = Callable[[Buffer], object]
 Recv = Callable[[], Buffer]
@@ -121,6 +129,19 @@ class Transport(ABC):
     @abstractmethod
     def open(self, names: Callable[[str], str], payload: int, timeout: float) -> Link:
         """Create the kernel objects; ``names(tag)`` gives a unique IPC name."""
+
+
+def create_new(names: Callable[[str], str], tag: str, make: Callable[[str], T],
+               taken: type[Exception] | tuple[type[Exception], ...] = FileExistsError) -> T:
+    """``make(name)`` for a fresh ``names(tag)``, and again under another name (another
+    random part) if that one is ``taken``: the run prefix is in argv, so another user
+    may squat on names; a squatter costs a retry, not the case."""
+    for _ in range(CREATE_ATTEMPTS - 1):
+        try:
+            return make(names(tag))
+        except taken:
+            continue
+    return make(names(tag))
 
 
 def close_fds(*fds: int) -> None:

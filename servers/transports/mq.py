@@ -19,6 +19,7 @@ from servers.transports.base import (
     Recv,
     Send,
     Transport,
+    create_new,
 )
 
 QUEUE_DEPTH = 2  # ping-pong needs one slot; a second absorbs a late reply
@@ -110,15 +111,14 @@ class MqLink(Link):
         self._payload = payload
         self._timeout = timeout
         size = max(payload, 1)
-        self._c2s = posix_ipc.MessageQueue(
-            names("mq-c2s"), posix_ipc.O_CREX, mode=0o600,
-            max_messages=QUEUE_DEPTH, max_message_size=size,
-        )
+
+        def queue(name: str) -> posix_ipc.MessageQueue:
+            return posix_ipc.MessageQueue(name, posix_ipc.O_CREX, mode=0o600,
+                                          max_messages=QUEUE_DEPTH, max_message_size=size)
+
+        self._c2s = create_new(names, "mq-c2s", queue, posix_ipc.ExistentialError)
         try:
-            self._s2c = posix_ipc.MessageQueue(
-                names("mq-s2c"), posix_ipc.O_CREX, mode=0o600,
-                max_messages=QUEUE_DEPTH, max_message_size=size,
-            )
+            self._s2c = create_new(names, "mq-s2c", queue, posix_ipc.ExistentialError)
         except BaseException:
             self._c2s.unlink()
             self._c2s.close()

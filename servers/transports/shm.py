@@ -14,7 +14,16 @@ from functools import partial
 
 import posix_ipc
 
-from servers.transports.base import Buffer, Channel, Link, PeerTimeout, Recv, Send, Transport
+from servers.transports.base import (
+    Buffer,
+    Channel,
+    Link,
+    PeerTimeout,
+    Recv,
+    Send,
+    Transport,
+    create_new,
+)
 
 
 class SharedArea:
@@ -84,9 +93,10 @@ class ShmLink(Link):
     def __init__(self, names: Callable[[str], str], payload: int, timeout: float) -> None:
         self._payload = payload
         self._timeout = timeout
-        self._area = SharedArea(names("shm"), payload)
-        self._to_server = doorbell(names("sem-c2s"))
-        self._to_client = doorbell(names("sem-s2c"))
+        taken = posix_ipc.ExistentialError
+        self._area = create_new(names, "shm", partial(SharedArea, size=payload), taken)
+        self._to_server = create_new(names, "sem-c2s", doorbell, taken)
+        self._to_client = create_new(names, "sem-s2c", doorbell, taken)
 
     def _view(self) -> memoryview:
         return memoryview(self._area.map)[: self._payload]

@@ -11,6 +11,9 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from functools import partial
+
+import posix_ipc
 
 from servers.transports.base import (
     Buffer,
@@ -19,6 +22,7 @@ from servers.transports.base import (
     PeerTimeout,
     Placement,
     Transport,
+    create_new,
 )
 from servers.transports.shm import SharedArea, shm_capacity
 
@@ -73,7 +77,8 @@ class SpinLink(Link):
     def __init__(self, names: Callable[[str], str], payload: int, timeout: float) -> None:
         self._payload = payload
         self._timeout = timeout
-        self._area = SharedArea(names("spin"), DATA_OFFSET + payload)
+        self._area = create_new(names, "spin", partial(SharedArea, size=DATA_OFFSET + payload),
+                                posix_ipc.ExistentialError)
 
     def _channel(self, out_word: int, in_word: int) -> Channel:
         whole = memoryview(self._area.map)
