@@ -81,6 +81,8 @@ class Amplification(Experiment):
         for transport in sorted(set(mine.transport) - {BASELINE}):
             rows += parameters(mine, transport)
         table, errors = predict(samples)
+        if table.empty:  # only call rows (or no alpha, C0): no chain to predict, no columns
+            return rows
         for (transport, topology), sub in table.groupby(["transport", "topology"]):
             if topology != "chain":
                 continue

@@ -9,8 +9,9 @@ import os
 import shutil
 import signal
 import sys
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from types import FrameType
@@ -149,7 +150,12 @@ def build_parser() -> Parser:
         "cleanup", help="remove IPC objects and processes that crashed or killed runs left"
     )
     clean.add_argument("--all", action="store_true",
-                       help="also remove those of runs that are still running")
+                       help="also look at runs that are still running: listed, and removed "
+                            "only with --force")
+    clean.add_argument("--force", action="store_true",
+                       help="with --all, remove live runs' objects and kill their processes")
+    clean.add_argument("--dry-run", action="store_true",
+                       help="only say what would be removed and killed")
     clean.set_defaults(func=cmd_cleanup)
     return parser
 
@@ -189,6 +195,43 @@ def _whole(text: str) -> int:
     return int(value)
 
 
+# Bounds of the model calculators' inputs: far beyond any real kernel or release process,
+# and small enough that no product, exp() or grid size in harness.analytic overflows.
+MAX_LINES = 10**12  # S_m and delta: a thousand times Linux
+MAX_SERVERS = 10**6  # n_s: n_s * delta stays below 2**63 for numpy's binomial
+MIN_AMOUNT, MAX_AMOUNT = 1e-9, 1e9  # rates, windows, horizons (or exactly 0)
+MAX_SEED = 2**64 - 1
+
+
+def _at_most(limit: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = _whole(text)
+        if value > limit:
+            raise argparse.ArgumentTypeError(f"{text!r} is more than the limit of {limit:.3g}")
+        return value
+    return parse
+
+
+def _amount(text: str) -> float:
+    """A rate or a time of the drift model: 0, or between 1e-9 and 1e9."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (value == 0 or MIN_AMOUNT <= value <= MAX_AMOUNT):  # NaN fails this too
+        raise argparse.ArgumentTypeError(f"{text!r}: give 0 or a number between "
+                                         f"{MIN_AMOUNT:g} and {MAX_AMOUNT:g}")
+    return value
+
+
+def _trials(text: str) -> int:
+    value = _whole(text)
+    if value > analytic.MAX_SIMULATED_EVENTS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is more than the limit of {analytic.MAX_SIMULATED_EVENTS:.0e} trials")
+    return value
+
+
 def add_model_parser(commands: argparse._SubParsersAction) -> None:
     model = commands.add_parser(
         "model", help="analytic calculators of the seed's formulas, with Monte Carlo checks",
@@ -202,11 +245,12 @@ def add_model_parser(commands: argparse._SubParsersAction) -> None:
                     "glue in the kernel: S_uk = (1-f) S_m + n_s delta, R = f - n_s delta / S_m.")
     surface.add_argument("--fraction", "--f", dest="fraction", type=float, required=True,
                          metavar="F", help="fraction of the monolithic code moved out, 0..1")
-    surface.add_argument("--servers", type=_whole, required=True, metavar="N_S",
+    surface.add_argument("--servers", type=_at_most(MAX_SERVERS), required=True, metavar="N_S",
                          help="number of user-space servers n_s")
-    surface.add_argument("--delta", "--glue", dest="delta", type=_whole, required=True,
+    surface.add_argument("--delta", "--glue", dest="delta", type=_at_most(MAX_LINES),
+                         required=True,
                          metavar="LINES", help="kernel glue (IPC, stubs) per server, lines")
-    surface.add_argument("--size", type=_whole, required=True, metavar="LINES",
+    surface.add_argument("--size", type=_at_most(MAX_LINES), required=True, metavar="LINES",
                          help="monolithic kernel size S_m, lines (2e7 and 20_000_000 work)")
     surface.add_argument("--bug-density", type=float, default=1e-3, metavar="P",
                          help="bugs per line for --simulate (default: 0.001)")
@@ -218,20 +262,21 @@ def add_model_parser(commands: argparse._SubParsersAction) -> None:
                     "Poisson formula, an upper bound) and for one release stream that fixes "
                     "every pending change (exact, numerical). Rates are per unit time and the "
                     "window and horizon are in that same unit (e.g. per year and years).")
-    drift.add_argument("--change-rate", type=float, required=True, metavar="LAMBDA_D",
+    drift.add_argument("--change-rate", type=_amount, required=True, metavar="LAMBDA_D",
                        help="incompatible interface changes per unit time")
-    drift.add_argument("--update-rate", type=float, required=True, metavar="MU",
+    drift.add_argument("--update-rate", type=_amount, required=True, metavar="MU",
                        help="module updates (releases) per unit time")
-    drift.add_argument("--window", type=float, required=True, metavar="DELTA",
+    drift.add_argument("--window", type=_amount, required=True, metavar="DELTA",
                        help="compatibility window after each change, in time units")
-    drift.add_argument("--horizon", type=float, default=1.0, metavar="T",
+    drift.add_argument("--horizon", type=_amount, default=1.0, metavar="T",
                        help="period the risk is counted over, in time units (default: 1)")
     drift.add_argument("--risk", type=float, default=0.05,
                        help="target P(>= 1 breakage) for the window it needs (default: 0.05)")
     for sub in (surface, drift):
-        sub.add_argument("--simulate", type=int, metavar="N", default=0,
+        sub.add_argument("--simulate", type=_trials, metavar="N", default=0,
                          help="also run N Monte Carlo trials and print them beside the formula")
-        sub.add_argument("--seed", type=int, default=0, help="Monte Carlo seed (default: 0)")
+        sub.add_argument("--seed", type=_at_most(MAX_SEED), default=0,
+                         help="Monte Carlo seed, 0 to 2**64-1 (default: 0)")
     model.set_defaults(func=cmd_model)
 
 
@@ -267,7 +312,9 @@ def staged_folder(out: Path, prefix: str) -> Iterator[Path]:
     except OSError as exc:
         raise UsageError(f"--out {out}: cannot write there ({exc.strerror})") from None
     record = stage_record(prefix)
-    record.write_text(str(stage.resolve()))
+    from harness.ipcnames import write_stage_record  # O_EXCL|O_NOFOLLOW, 0600
+
+    write_stage_record(record, stage)
     try:
         yield stage
         if out.exists():
@@ -295,6 +342,8 @@ def measure(runner: Runner, prefix: str, cases: list[Case], pythons: list[str],
 def cmd_run(args: argparse.Namespace) -> int:
     only = [x.strip() for x in args.only.split(",") if x.strip()] if args.only else None
     suite = load_suite(args.suite, only)
+    if not args.no_history:  # now, not after minutes of measuring
+        history.check(args.history, append=True)
     plan = suite.plan()
     console = Console(stderr=True)
     out = args.out or default_out(suite)
@@ -320,16 +369,22 @@ def cmd_run(args: argparse.Namespace) -> int:
             analysis_error = f"{type(exc).__name__}: {exc}"
         else:
             analysis_error = ""
+    stored = True
     if not args.no_history:
-        history.append(args.history, out.name, run.metadata, run.results_frame(),
-                       [c.case.name for c in run.cases], out)
+        try:
+            history.append(args.history, out.name, run.metadata, run.results_frame(),
+                           [c.case.name for c in run.cases], out)
+        except UsageError as exc:  # changed since the check: the run itself is safe
+            console.print(f"ipcbench: {exc}; the run is in {out} but not in the history")
+            stored = False
     print_summary(run, summary_console())
     failed = [c for c in run.cases if c.status == "error"]
     console.print(f"ipcbench: wrote {out}" + (f" ({len(failed)} cases failed)" if failed else ""))
+    print_notes(run)
     if analysis_error:
         console.print(f"ipcbench: the analysis failed ({analysis_error}); the samples are in "
                       f"{out}: `ipcbench fit {out}` retries it")
-    return 1 if failed or analysis_error else 0
+    return 1 if failed or analysis_error or run.notes or not stored else 0
 
 
 def cmd_ab(args: argparse.Namespace) -> int:
@@ -400,36 +455,92 @@ def load_run(args: argparse.Namespace) -> RunData:
     return run
 
 
+@contextlib.contextmanager
+def staged_outputs(folder: Path) -> Iterator[Path]:
+    """A hidden folder inside the run folder for what ``fit`` and ``report`` write; its
+    files replace the run's only once every one of them is written, so a failure midway
+    leaves the run folder as it was (never a model from one fit beside plots of another)."""
+    try:
+        stage = Path(tempfile.mkdtemp(prefix=".ipcbench-stage-", dir=folder))
+    except OSError as exc:
+        raise UsageError(f"{folder}: cannot write there ({exc.strerror})") from None
+    try:
+        yield stage
+        for path in sorted(stage.iterdir()):
+            os.replace(path, folder / path.name)  # same file system: each one atomic
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def refit(run: RunData, folder: Path, model: bool) -> None:
+    """Analyse ``run`` and write its outputs into ``folder``, all or nothing; an error
+    in the analysis becomes ``AnalysisFailed`` with ``folder`` untouched."""
+    with staged_outputs(folder) as stage:
+        try:
+            analyze(run)
+            if model and not run.model:
+                raise UsageError(f"{folder}: its samples hold nothing a model is fitted from "
+                                 "(no latency, payload, amplification or ring cases)")
+            if model:
+                run.save_model(stage)
+            draw(run, stage)
+            write_report(run, stage)
+        except UsageError:
+            raise
+        except Exception as exc:  # a bug in a fit: say so in a line, keep the folder
+            raise AnalysisFailed(f"the analysis failed ({type(exc).__name__}: {exc}); "
+                                 f"{folder} is unchanged") from exc
+
+
+class AnalysisFailed(Exception):
+    """fit or report could not finish; nothing in the run folder was replaced."""
+
+
+def print_notes(run: RunData) -> None:
+    for note in run.notes:
+        print(f"ipcbench: {note}", file=sys.stderr)
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     run = load_run(args)
-    analyze(run)
-    draw(run, args.folder)
-    write_report(run, args.folder)
+    if not run.measured():
+        raise UsageError(f"{args.folder}: no samples to report (samples.csv has no measured "
+                         "case)")
+    try:
+        refit(run, args.folder, model=False)
+    except AnalysisFailed as exc:
+        print(f"ipcbench: {exc}", file=sys.stderr)
+        return 1
     print_summary(run, summary_console())
-    return 0
+    print_notes(run)
+    return 1 if run.notes else 0
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
     run = load_run(args)
     if not run.measured():
         raise UsageError(f"{args.folder}: no measured samples to fit")
-    analyze(run)
-    if not run.model:
-        raise UsageError(f"{args.folder}: its samples hold nothing a model is fitted from "
-                         "(no latency, payload, amplification or ring cases)")
-    run.save_model(args.folder)
-    draw(run, args.folder)
-    write_report(run, args.folder)
+    try:
+        refit(run, args.folder, model=True)
+    except AnalysisFailed as exc:
+        print(f"ipcbench: {exc}", file=sys.stderr)
+        return 1
     print_model(run, summary_console())
-    return 0
+    print_notes(run)
+    return 1 if run.notes else 0
 
 
 def cmd_cleanup(args: argparse.Namespace) -> int:
-    report = cleanup(include_live_runs=args.all)
+    if args.force and not args.all:
+        raise UsageError("cleanup --force acts on live runs: give --all with it")
+    report = cleanup(include_live_runs=args.all, dry_run=args.dry_run, force=args.force)
+    removed, killed = ("would remove", "would kill") if args.dry_run else ("removed", "killed")
     for item in report.removed:
-        print(f"removed {item}")
+        print(f"{removed} {item}")
     for pid in report.killed:
-        print(f"killed process {pid}")
+        print(f"{killed} process {pid}")
+    for run in report.skipped:
+        print(f"left run {run} alone: its runner is alive (--all --force removes it)")
     if not report:
         print("nothing to clean up")
     return 0
@@ -495,6 +606,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def cmd_history(args: argparse.Namespace) -> int:
     threshold = _threshold(args.threshold)
+    if args.plots.exists() and not args.plots.is_dir():
+        raise UsageError(f"--plots {args.plots}: not a folder")
     machine = args.machine or fingerprint()["machine_id"]
     table = history.series(args.history, machine)
     if table.empty:

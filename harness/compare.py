@@ -21,7 +21,6 @@ passes the practical threshold.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ import pandas as pd
 import pyperf
 from scipy import stats
 
+from harness import runfolder
 from harness.errors import UsageError
 from harness.families import CaseWorkers, group, pass_means
 from harness.metadata import FINGERPRINT_KEYS
@@ -82,17 +82,8 @@ def load_samples(path: Path, keep_disturbed: bool = False) -> RunSamples:
 
 
 def _from_folder(folder: Path, keep_disturbed: bool) -> RunSamples:
-    try:
-        machine = json.loads((folder / "metadata.json").read_text())["machine"]
-        samples = pd.read_csv(folder / "samples.csv")
-    except FileNotFoundError as exc:
-        raise UsageError(f"{folder}: not a run folder (missing {Path(exc.filename).name})"
-                         ) from None
-    except (ValueError, KeyError, OSError) as exc:
-        raise UsageError(f"{folder}: corrupt run files ({exc})") from None
-    needed = {"experiment", "transport", "placement", "payload_bytes", "k", "worker", "value"}
-    if not needed <= set(samples.columns):
-        raise UsageError(f"{folder}: samples.csv lacks {sorted(needed - set(samples.columns))}")
+    files = runfolder.read(folder)  # checked: a nan value or a cut file is refused here
+    machine, samples = files.metadata["machine"], files.samples
     for column in ("unit", "variant"):  # empty text reads back as NaN
         if column in samples.columns:
             samples[column] = samples[column].fillna("")
@@ -115,20 +106,15 @@ def _from_folder(folder: Path, keep_disturbed: bool) -> RunSamples:
         if "unit" in rows and rows.unit.iloc[0] not in ("", "ns"):
             units[name] = str(rows.unit.iloc[0])
     refs = {name: r for name, r in refs.items() if len(r) == len(values[name])}
-    return RunSamples(folder.name, machine, values, _failed_cases(folder), units, refs,
+    return RunSamples(folder.name, machine, values, _failed_cases(files.results), units, refs,
                       frozenset(gate), ids)
 
 
-def _failed_cases(folder: Path) -> dict[str, str]:
+def _failed_cases(results: pd.DataFrame) -> dict[str, str]:
     """Cases a run tried and lost (status ``error``): they have no samples to compare."""
-    try:
-        results = pd.read_csv(folder / "results.csv", keep_default_na=False)
-    except (OSError, ValueError):
-        return {}
-    if "status" not in results.columns:
-        return {}
     errors = results[results.status == "error"]
-    return dict(zip(case_names(errors), errors.note, strict=True)) if len(errors) else {}
+    notes = errors.note.fillna("").astype(str)
+    return dict(zip(case_names(errors), notes, strict=True)) if len(errors) else {}
 
 
 def case_names(samples: pd.DataFrame) -> pd.Series:
@@ -290,6 +276,10 @@ def compare(base: RunSamples, new: RunSamples, threshold: float = 0.05,
     lost = sorted(set(base.values) & set(new.failed))
     if not common and not lost:
         raise UsageError(f"{base.label} and {new.label} have no case in common")
+    # A nan median would pass as "within the threshold": such a case fails, by name.
+    broken = {name: side.label for name in common for side in (base, new)
+              if not all(np.isfinite(v).all() for v in side.values[name])}
+    common = [name for name in common if name not in broken]
     found = []
     timed: dict[str, CaseWorkers] = {}
     for name in common:
@@ -322,6 +312,9 @@ def compare(base: RunSamples, new: RunSamples, threshold: float = 0.05,
     failed = [Verdict(name, float(np.median(np.concatenate(base.values[name]))), math.nan,
                       math.nan, math.nan, math.nan, math.nan, "failed",
                       f"failed in {new.label}: {new.failed[name]}") for name in lost]
+    failed += [Verdict(name, math.nan, math.nan, math.nan, math.nan, math.nan, math.nan,
+                       "failed", f"non-finite values in {label}: nothing to judge")
+               for name, label in sorted(broken.items())]
     order = sorted(judged, key=lambda v: -abs(math.log(v.ratio)) if v.ratio > 0 else 0)
     return Comparison(failed + order, threshold, normalize, pair,
                       new.reference() / base.reference() - 1,

@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import pandas as pd
 
+from harness import runfolder
 from harness.errors import UsageError
+
+ADDED = ("run_id", "started", "machine_id")  # the columns export puts in front
 
 
 def merged(runs: list[Path]) -> pd.DataFrame:
     frames = []
     for run in runs:
-        try:
-            meta = json.loads((run / "metadata.json").read_text())
-            table = pd.read_csv(run / "results.csv")
-        except (OSError, ValueError) as exc:
-            raise UsageError(f"{run}: not a readable run folder ({exc})") from None
-        machine = meta.get("machine", {})
+        files = runfolder.read(run, samples=False)  # results.csv is all it exports
+        meta, table = files.metadata, files.results
+        taken = [c for c in ADDED if c in table.columns]
+        if taken:
+            raise UsageError(f"{run / 'results.csv'}: has a column {taken[0]!r} of its own")
+        machine = meta["machine"]
         table.insert(0, "machine_id", machine.get("machine_id", ""))
         table.insert(0, "started", meta.get("started", ""))
         table.insert(0, "run_id", run.resolve().name)

@@ -12,7 +12,9 @@ z-score, applied to a moving window as in change-point monitoring).
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +45,87 @@ CREATE TABLE IF NOT EXISTS cases (
 STAT_COLUMNS = ["experiment", "transport", "placement", "payload_bytes", "k", "metric", "unit",
                 "n", "median", "mean", "stdev", "p5", "p95", "p99", "ci_low", "ci_high",
                 "ctx_switches_per_op", "cpu_ns_per_op"]
+
+
+def _columns(db: sqlite3.Connection, table: str) -> list[str]:
+    return [row[1] for row in db.execute(f"PRAGMA table_info({table})")]
+
+
+def _expected_columns() -> dict[str, list[str]]:
+    db = sqlite3.connect(":memory:")
+    try:
+        db.executescript(SCHEMA)
+        return {table: _columns(db, table) for table in ("runs", "cases")}
+    finally:
+        db.close()
+
+
+def _read_only(path: Path) -> sqlite3.Connection:
+    """Opened so that nothing, not even the schema, is written (an empty file stays empty)."""
+    return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+
+
+def _tables(path: Path) -> set[str]:
+    """The tables of an existing history file, its schema checked; UsageError if it is not
+    one this code can read and append to."""
+    try:
+        db = _read_only(path)
+        try:
+            found = {row[0] for row in db.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' "
+                "AND name NOT LIKE 'sqlite_%'")}
+            columns = {table: _columns(db, table) for table in found & {"runs", "cases"}}
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise UsageError(f"history {path}: not a readable SQLite database ({exc})") from None
+    foreign = sorted(found - {"runs", "cases"})
+    if foreign:
+        raise UsageError(f"history {path}: not an ipcbench history (it holds table "
+                         f"{foreign[0]!r})")
+    for table, names in columns.items():
+        if names != _expected_columns()[table]:
+            raise UsageError(f"history {path}: table {table!r} has other columns than an "
+                             f"ipcbench history ({', '.join(names)})")
+    return found
+
+
+def check(path: Path, append: bool = False) -> None:
+    """UsageError unless ``path`` is a history this code can read (and, with ``append``,
+    add to, or create). Only reads: ``ipcbench run`` calls it before measuring, so a bad
+    path costs nothing, and an existing file, empty or not, is left as it is."""
+    try:
+        exists, is_dir, is_file = path.exists(), path.is_dir(), path.is_file()
+    except OSError as exc:
+        raise UsageError(f"history {path}: cannot look at it ({exc.strerror})") from None
+    if is_dir:
+        raise UsageError(f"history {path}: is a folder, not a SQLite file")
+    if exists and not is_file:
+        raise UsageError(f"history {path}: not a regular file")
+    if not exists:
+        if not append:
+            raise UsageError(f"history {path}: no such database (runs append to it as they "
+                             "finish)")
+        _creatable(path)
+        return
+    _tables(path)
+    if append and not os.access(path, os.W_OK):
+        raise UsageError(f"history {path}: not writable")
+
+
+def _creatable(path: Path) -> None:
+    """A new file can be made at ``path``: its nearest existing folder takes a file (an
+    unnamed one, gone when closed, so nothing is left there)."""
+    folder = path.parent.absolute()
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise UsageError(f"history {path}: {folder} is not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise UsageError(f"history {path}: cannot create it there ({exc.strerror})") from None
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -79,13 +162,26 @@ def _plain(value: object) -> object:
 
 def series(path: Path, machine: str | None = None) -> pd.DataFrame:
     """One row per run and case, oldest first."""
-    if not path.is_file():
-        raise UsageError(f"history {path}: no such database (runs append to it as they finish)")
+    check(path)
     query = ("SELECT r.run_id, r.started, r.git_commit, r.machine_id, c.name, c.median, "
              "COALESCE(c.unit, 'ns') AS unit "
              "FROM cases c JOIN runs r USING (run_id)")
-    with connect(path) as db:
-        table = pd.read_sql_query(query, db)
+    if {"runs", "cases"} - _tables(path):  # an empty file: no run yet
+        return pd.DataFrame(columns=["run_id", "started", "git_commit", "machine_id", "name",
+                                     "median", "unit"])
+    try:
+        db = _read_only(path)
+        try:
+            table = pd.read_sql_query(query, db)
+        finally:
+            db.close()
+    except (sqlite3.Error, pd.errors.DatabaseError) as exc:
+        raise UsageError(f"history {path}: unreadable ({exc})") from None
+    bad = pd.to_numeric(table["median"], errors="coerce").isna() & table["median"].notna()
+    if bad.any():
+        raise UsageError(f"history {path}: a median of run {table.run_id[bad].iloc[0]!r} is "
+                         "not a number")
+    table["median"] = pd.to_numeric(table["median"], errors="coerce")
     if machine:
         table = table[table.machine_id == machine]
     return table.sort_values(["started", "run_id"]).reset_index(drop=True)

@@ -105,15 +105,21 @@ class Settings:
     timeout_s: float = 10.0
 
     def check(self) -> None:
-        for name in ("workers", "batches"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"settings.{name} must be >= 1")
-        if self.warmups < 0:
-            raise ValueError("settings.warmups must be >= 0")
+        # Upper bounds too: the runner's wait for a worker grows with their product, and
+        # past about 24 days it no longer fits the millisecond int that poll() takes.
+        for name, low in (("workers", 1), ("batches", 1), ("warmups", 0)):
+            high = MAX_WORKERS if name == "workers" else MAX_BATCHES
+            if not low <= getattr(self, name) <= high:
+                raise ValueError(f"settings.{name} must be between {low} and {high}")
         if not 0.1 <= self.batch_ms <= 10_000:
             raise ValueError("settings.batch_ms must be between 0.1 and 10000")
-        if not 0.1 <= self.timeout_s <= 3600:
-            raise ValueError("settings.timeout_s must be between 0.1 and 3600")
+        if not 0.1 <= self.timeout_s <= MAX_TIMEOUT_S:
+            raise ValueError(f"settings.timeout_s must be between 0.1 and {MAX_TIMEOUT_S}")
+
+
+MAX_WORKERS = 1024  # worker processes per case
+MAX_BATCHES = 10_000  # timed batches (and warmup batches) per worker
+MAX_TIMEOUT_S = 600  # one batch's wait; a whole worker's is bounded in harness.suite
 
 
 @dataclass(frozen=True)

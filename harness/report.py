@@ -233,8 +233,14 @@ def experiment_sections(run: RunData) -> list[Section]:
     results = run.results_frame()
     found = []
     for experiment in load_experiments().values():
-        found += [s for s in experiment.report(results, run.model, run.tables, run.plots)
-                  if s.rows]
+        try:
+            made = experiment.report(results, run.model, run.tables, run.plots)
+        except Exception as exc:  # as in harness.model.analyze: the rest still renders
+            text = f"{experiment.name}: its report section is missing ({type(exc).__name__}: {exc})"
+            if text not in run.notes:
+                run.notes.append(text)
+            continue
+        found += [s for s in made if s.rows]
     return found
 
 
@@ -364,6 +370,8 @@ def render_markdown(run: RunData) -> str:
         parts += [f"\n![{name}]({name})" for name in section.plots if name in run.plots]
         placed.update(section.plots)
     parts += [f"\n![{name}]({name})" for name in run.plots if name not in placed]
+    if run.notes:  # last: rendering the sections above can add some
+        parts += ["", "## Analysis notes", "", *[f"- {note}" for note in run.notes]]
     return "\n".join(parts) + "\n"
 
 
@@ -421,6 +429,9 @@ def render_html(run: RunData, folder: Path) -> str:
     if rest:
         parts.append("<h2>Plots</h2>")
     parts += [_html_figure(folder, name) for name in rest]
+    if run.notes:
+        parts += ["<h2>Analysis notes</h2>", "<ul>", *[f"<li>{html.escape(note)}</li>"
+                                                       for note in run.notes], "</ul>"]
     return "\n".join(parts) + "\n</body></html>\n"
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pyperf
 
-from harness.errors import UsageError
+from harness import runfolder
 from harness.experiment import ModelRow
 from harness.records import (
     BATCH_COLUMNS,
@@ -29,8 +29,7 @@ from harness.records import (
 )
 from harness.stats import Summary, summarize
 
-CASE_COLUMNS = [*KEY_COLUMNS, "metric", "unit", "topology", "working_set", "sched_batch",
-                "workload", "iterations", "variant", "level", "seed", "duration_s"]
+CASE_COLUMNS = runfolder.CASE_COLUMNS
 TEXT_COLUMNS = ["unit", "variant"]
 STAT_COLUMNS = [f.name for f in fields(Summary)]
 DISTURBANCE_COLUMNS = ["batches_disturbed", "foreign_share", "ref_ns"]
@@ -50,6 +49,7 @@ class RunData:
     plots: list[str] = field(default_factory=list)
     keep_disturbed: bool = False  # statistics over every batch, disturbed ones too
     raw_model: bool = False  # fit the model on raw values, not scaled to the reference
+    notes: list[str] = field(default_factory=list)  # parts of the analysis that failed
     # A run's cases do not change once it is built: its frames are made once.
     _frames: dict[object, pd.DataFrame] = field(default_factory=dict, repr=False)
 
@@ -159,25 +159,9 @@ class RunData:
     @classmethod
     def load(cls, folder: Path) -> RunData:
         """Rebuild a run from its folder; UsageError when the folder is not a run."""
-        if not folder.is_dir():
-            raise UsageError(f"{folder}: no such run folder")
-        needed = ["metadata.json", "results.csv", "samples.csv"]
-        missing = [name for name in needed if not (folder / name).is_file()]
-        if missing:
-            raise UsageError(f"{folder}: not a run folder (missing {', '.join(missing)})")
-        try:
-            metadata = json.loads((folder / "metadata.json").read_text())
-            results = pd.read_csv(folder / "results.csv", keep_default_na=False, na_values=[""])
-            samples = pd.read_csv(folder / "samples.csv")
-        except (ValueError, OSError) as exc:
-            raise UsageError(f"{folder}: unreadable run files: {exc}") from None
-        results, samples = _with_defaults(results), _with_defaults(samples)
-        absent = [c for c in SAMPLE_COLUMNS if c not in samples.columns
-                  and c not in BATCH_COLUMNS]  # runs older than the batch records lack those
-        absent += [c for c in ("status", "note", *CASE_COLUMNS) if c not in results.columns]
-        if absent:
-            raise UsageError(f"{folder}: run files lack column {absent[0]!r}")
-        return cls(metadata, _cases_from(results, samples))
+        files = runfolder.read(folder)  # every file checked: UsageError names the bad cell
+        results, samples = _with_defaults(files.results), _with_defaults(files.samples)
+        return cls(files.metadata, _cases_from(results, samples))
 
 
 def _batch_fields(batch: BatchRecord | None) -> dict[str, Any]:

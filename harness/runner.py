@@ -19,6 +19,13 @@ from harness.records import PROBE, Case, CaseResult, Settings, WorkerResult
 WORKER_STARTUP_S = 30.0
 
 
+def worker_wait(settings: Settings, case: Case) -> float:
+    """How long the runner waits for one worker of ``case``. A probe that runs for
+    duration_s per batch (crash injection) gets that time too."""
+    return WORKER_STARTUP_S + (settings.timeout_s + 2 * case.duration_s) * (
+        settings.batches + settings.warmups + 2)
+
+
 class WorkerError(RuntimeError):
     """A worker failed, timed out, or printed something that is not a result."""
 
@@ -101,13 +108,8 @@ class Runner:
         mark(result)
         return result
 
-    def _worker_timeout(self, case: Case) -> float:
-        s = self.settings
-        # A probe that runs for duration_s per batch (crash injection) gets that time too.
-        return WORKER_STARTUP_S + (s.timeout_s + 2 * case.duration_s) * (s.batches + s.warmups + 2)
-
     def _worker(self, cases: list[Case], python: str = sys.executable) -> list[WorkerResult]:
-        timeout = self._worker_timeout(cases[0])
+        timeout = worker_wait(self.settings, cases[0])
         task = {"cases": [asdict(c) for c in cases], "settings": asdict(self.settings),
                 "prefix": self.prefix,
                 "journal": str(journal_path(self.prefix)), "runner_pid": os.getpid(),

@@ -11,7 +11,8 @@ from typing import Any
 
 from harness.errors import UsageError
 from harness.experiment import Experiment, ExperimentParams, Plan, load_experiments
-from harness.records import Settings
+from harness.records import MAX_WORKERS, Case, Settings
+from harness.runner import worker_wait
 
 SUITES_GROUP = "ipcbench.suites"
 TOP_LEVEL_KEYS = {"description", "settings", "experiments"}
@@ -65,10 +66,31 @@ def load_suite(spec: str, only: list[str] | None = None) -> Suite:
         raise UsageError(f"suite {spec}: cannot read it ({exc.strerror})") from None
     try:
         suite = parse_suite(name, data, only)
-        suite.plan()  # the experiments check their parameters against this machine
+        plan = suite.plan()  # the experiments check their parameters against this machine
+        check_limits(suite.settings, plan.runnable)
         return suite
     except (ValueError, TypeError) as exc:
         raise UsageError(f"suite {spec}: {exc}") from None
+
+
+MAX_WORKER_WAIT_S = 7 * 24 * 3600  # far below poll()'s limit of 2**31 - 1 ms (24.8 days)
+
+
+def check_limits(settings: Settings, cases: list[Case]) -> None:
+    """ValueError when a case asks for more workers than MAX_WORKERS, or when the wait
+    for one of its workers would pass MAX_WORKER_WAIT_S (a product of settings that are
+    each within their own bounds, and of a probe's duration_s)."""
+    for case in cases:
+        if case.workers > MAX_WORKERS:
+            raise ValueError(f"experiments.{case.experiment}.workers must be at most "
+                             f"{MAX_WORKERS}")
+        wait = worker_wait(settings, case)
+        if not wait <= MAX_WORKER_WAIT_S:  # NaN fails this too
+            raise ValueError(
+                f"a worker of {case.name} could take {wait:.3g} s (timeout_s + 2 duration_s "
+                f"per batch, times batches + warmups + 2), more than the limit of "
+                f"{MAX_WORKER_WAIT_S} s (7 days): lower timeout_s, batches, warmups or "
+                "duration_s")
 
 
 def parse_suite(name: str, data: dict[str, Any], only: list[str] | None = None) -> Suite:

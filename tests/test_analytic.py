@@ -273,10 +273,11 @@ def test_cli_bad_input_is_one_line_and_exit_2(cli_runs):
 
 @pytest.mark.parametrize(("args", "message"), [
     (["drift", "--change-rate", "-2", "--update-rate", "12", "--window", "0.1"],
-     "lambda_d (incompatible change rate) must be >= 0"),
+     "--change-rate: '-2': give 0 or a number between"),
     (["drift", "--change-rate", "2", "--update-rate", "-1", "--window", "0.1"],
-     "mu (module update rate) must be >= 0"),
-    (["drift", "--change-rate", "2", "--update-rate", "12", "--window", "nan"], "finite"),
+     "--update-rate: '-1': give 0 or"),
+    (["drift", "--change-rate", "2", "--update-rate", "12", "--window", "nan"],
+     "--window: 'nan': give 0 or"),
     (["drift", "--change-rate", "2", "--update-rate", "12"], "required: --window"),
     (["drift", "--change-rate", "2", "--update-rate", "12", "--window", "0.1", "--simulate",
       "1"], "at least 2 trials"),

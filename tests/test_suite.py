@@ -49,7 +49,7 @@ def test_only_selects_experiments(tmp_path):
         ("[experiments.latency]\npayload_bytes = [-1]", "must be >= 0"),
         ("[experiments.latency]\npayload_bytes = '64'", "non-empty list"),
         ("[experiments.latency]\ncolour = 'red'", "unknown key 'colour'"),
-        ("[settings]\nworkers = 0\n[experiments.latency]", "workers must be >= 1"),
+        ("[settings]\nworkers = 0\n[experiments.latency]", "workers must be between 1 and 1024"),
         ("[settings]\nworkers = 'many'\n[experiments.latency]", "expected a int"),
         ("description = 'empty'", "at least one"),
         ("[experiments.latency]\ntransports = ['pipe']", "must include 'call'"),
