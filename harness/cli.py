@@ -21,7 +21,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from harness import __version__, ab, analytic, baseline, history, reference
+from harness import __version__, ab, analytic, baseline, history, outfolder, reference
 from harness.cleanup import cleanup, sweep
 from harness.compare import (
     Comparison,
@@ -34,10 +34,10 @@ from harness.disturbance import LIMIT, run_disturbance
 from harness.doctor import WARN, diagnose
 from harness.errors import UsageError
 from harness.export import export as export_runs
-from harness.ipcnames import stage_record
 from harness.metadata import fingerprint, git_commit, nominal_mhz, pyperf_metadata
 from harness.model import analyze, draw
 from harness.names import new_run_prefix
+from harness.outfolder import free_name, staged_folder
 from harness.records import Case, CaseResult
 from harness.report import (
     print_comparison,
@@ -288,7 +288,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ipcbench: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("ipcbench: interrupted; servers stopped and IPC objects removed", file=sys.stderr)
+        if outfolder.completed:  # the run itself was whole: only its summary is cut short
+            print(f"ipcbench: stopped after the run was written whole to "
+                  f"{outfolder.completed[-1]}", file=sys.stderr)
+        else:
+            print("ipcbench: interrupted; servers stopped and IPC objects removed",
+                  file=sys.stderr)
         return EXIT_INTERRUPTED
 
 
@@ -296,37 +301,9 @@ def _raise_interrupt(_signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-@contextlib.contextmanager
-def staged_folder(out: Path, prefix: str) -> Iterator[Path]:
-    """A hidden sibling folder renamed to ``out`` only when everything is written.
-
-    It is noted under the run's prefix, so ``ipcbench cleanup`` can remove it
-    if the run is killed with SIGKILL.
-    """
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UsageError(f"--out {out}: already exists and is not an empty folder")
-    stage = out.parent / f".{out.name}.partial-{os.getpid()}"
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        stage.mkdir()
-    except OSError as exc:
-        raise UsageError(f"--out {out}: cannot write there ({exc.strerror})") from None
-    record = stage_record(prefix)
-    from harness.ipcnames import write_stage_record  # O_EXCL|O_NOFOLLOW, 0600
-
-    write_stage_record(record, stage)
-    try:
-        yield stage
-        if out.exists():
-            out.rmdir()
-        stage.rename(out)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
-        record.unlink(missing_ok=True)
-
-
-def default_out(suite: Suite) -> Path:
-    return Path("results") / f"{time.strftime('%Y%m%d-%H%M%S')}-{suite.name}"
+def default_out(kind: str) -> Path:
+    """``results/<time>-<kind>``, or with the pid when another run took that second."""
+    return free_name(Path("results") / f"{time.strftime('%Y%m%d-%H%M%S')}-{kind}")
 
 
 def measure(runner: Runner, prefix: str, cases: list[Case], pythons: list[str],
@@ -346,12 +323,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         history.check(args.history, append=True)
     plan = suite.plan()
     console = Console(stderr=True)
-    out = args.out or default_out(suite)
+    out = args.out or default_out(suite.name)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     sweep()  # leftovers of runs that died before us
     prefix = new_run_prefix()
     runner = Runner(suite.settings, prefix, console)
-    with staged_folder(out, prefix) as stage:
+    with staged_folder(out, prefix) as staging:
+        stage = staging.path
         started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         console.print(f"ipcbench: suite [bold]{suite.name}[/]: {len(plan.runnable)} cases, "
                       f"{len(plan.skipped)} skipped, {suite.settings.workers} workers each")
@@ -369,14 +347,21 @@ def cmd_run(args: argparse.Namespace) -> int:
             analysis_error = f"{type(exc).__name__}: {exc}"
         else:
             analysis_error = ""
+    out = staging.out
+    for note in staging.notes:
+        console.print(f"ipcbench: {note}")
     stored = True
     if not args.no_history:
         try:
-            history.append(args.history, out.name, run.metadata, run.results_frame(),
-                           [c.case.name for c in run.cases], out)
+            run_id = history.append(args.history, out.name, run.metadata, run.results_frame(),
+                                    [c.case.name for c in run.cases], out)
         except UsageError as exc:  # changed since the check: the run itself is safe
             console.print(f"ipcbench: {exc}; the run is in {out} but not in the history")
             stored = False
+        else:
+            if run_id != out.name:
+                console.print(f"ipcbench: the history holds another run named {out.name}: "
+                              f"this one is stored as {run_id}")
     print_summary(run, summary_console())
     failed = [c for c in run.cases if c.status == "error"]
     console.print(f"ipcbench: wrote {out}" + (f" ({len(failed)} cases failed)" if failed else ""))
@@ -394,12 +379,13 @@ def cmd_ab(args: argparse.Namespace) -> int:
     plan = suite.plan()
     environments = [ab.environment(args.base_python), ab.environment(args.new_python)]
     console = Console(stderr=True)
-    out = args.out or Path("results") / f"{time.strftime('%Y%m%d-%H%M%S')}-ab-{suite.name}"
+    out = args.out or default_out(f"ab-{suite.name}")
     signal.signal(signal.SIGTERM, _raise_interrupt)
     sweep()
     prefix = new_run_prefix()
     runner = Runner(suite.settings, prefix, console)
-    with staged_folder(out, prefix) as stage:
+    with staged_folder(out, prefix) as staging:
+        stage = staging.path
         started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         console.print(f"ipcbench ab: suite [bold]{suite.name}[/]: {len(plan.runnable)} cases, "
                       f"{suite.settings.workers} worker pairs each; base {args.base_python}, "
@@ -415,6 +401,9 @@ def cmd_ab(args: argparse.Namespace) -> int:
         base, new = (load_samples(stage / name, args.keep_disturbed) for name in ab.SIDES)
         result = compare(base, new, threshold, normalize=args.normalize, pair=True)
         comparison_frame(result).to_csv(stage / "comparison.csv", index=False)
+    out = staging.out
+    for note in staging.notes:
+        console.print(f"ipcbench: {note}")
     print_comparison(result, base.label, new.label, summary_console())
     console.print(f"ipcbench ab: wrote {out} (base/ and new/ hold the measurements: "
                   f"`ipcbench report {out}/new` draws one)")

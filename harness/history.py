@@ -131,7 +131,7 @@ def _creatable(path: Path) -> None:
 def connect(path: Path) -> sqlite3.Connection:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(path)
+        db = sqlite3.connect(path, timeout=30)  # another run may be appending right now
         db.executescript(SCHEMA)
     except (OSError, sqlite3.Error) as exc:
         raise UsageError(f"history {path}: cannot open ({exc})") from None
@@ -139,18 +139,42 @@ def connect(path: Path) -> sqlite3.Connection:
 
 
 def append(path: Path, run_id: str, metadata: dict, results: pd.DataFrame, names: list[str],
-           folder: Path) -> None:
-    """Store one run's measured cases (``names`` are their case names, row for row)."""
+           folder: Path) -> str:
+    """Store one run's measured cases (``names`` are their case names, row for row).
+
+    Returns the id it is stored under: ``run_id``, or ``run_id-2``, ``-3``... when another
+    run of that name is already stored (two folders of one basename, in two places): a
+    row never replaces another run's."""
     measured = results.assign(name=names)[results.status == "ok"]
-    with connect(path) as db:
-        db.execute("INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?)", (
-            run_id, metadata.get("started"), metadata.get("finished"),
-            metadata.get("git_commit"), metadata.get("machine", {}).get("machine_id"),
-            metadata.get("suite"), str(folder)))
-        rows = measured[["name", *STAT_COLUMNS]].itertuples(index=False)
-        db.executemany(
-            f"INSERT OR REPLACE INTO cases VALUES (?, {', '.join('?' * (len(STAT_COLUMNS) + 1))})",
-            [(run_id, *[_plain(v) for v in row]) for row in rows])
+    rows = list(measured[["name", *STAT_COLUMNS]].itertuples(index=False))
+    db = connect(path)
+    try:
+        with db:  # one transaction: the run and its cases, or nothing
+            stored = _insert_run(db, run_id, metadata, folder)
+            db.executemany(
+                f"INSERT INTO cases VALUES (?, {', '.join('?' * (len(STAT_COLUMNS) + 1))})",
+                [(stored, *[_plain(v) for v in row]) for row in rows])
+    except sqlite3.Error as exc:
+        raise UsageError(f"history {path}: cannot append ({exc})") from None
+    finally:
+        db.close()
+    return stored
+
+
+def _insert_run(db: sqlite3.Connection, run_id: str, metadata: dict, folder: Path) -> str:
+    """The first free id of ``run_id``, ``run_id-2``, ...; the insert itself decides (the
+    primary key), so two runs appending at once cannot take the same one."""
+    for n in range(1, 10_000):
+        candidate = run_id if n == 1 else f"{run_id}-{n}"
+        try:
+            db.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?)", (
+                candidate, metadata.get("started"), metadata.get("finished"),
+                metadata.get("git_commit"), metadata.get("machine", {}).get("machine_id"),
+                metadata.get("suite"), str(folder.resolve())))
+            return candidate
+        except sqlite3.IntegrityError:
+            continue
+    raise UsageError(f"history: no free run id for {run_id!r}")
 
 
 def _plain(value: object) -> object:

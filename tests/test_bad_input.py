@@ -217,3 +217,13 @@ def test_cleanup_dry_run_lists_and_keeps(tmp_path):
 def test_cleanup_force_needs_all():
     done = ipcbench("cleanup", "--force")
     assert done.returncode == 2 and "give --all with it" in done.stderr
+
+
+@pytest.mark.parametrize("threshold", ["nan", "-5", "0", "100"])
+def test_history_threshold_is_checked_like_compare(tmp_path, threshold):
+    history_path = foreign_database(tmp_path / "h.sqlite")
+    for command in (["history", "--history", str(history_path)],
+                    ["compare", str(tmp_path / "a"), str(tmp_path / "b")]):
+        done = ipcbench(*command, "--threshold", threshold)
+        assert done.returncode == 2, done.stderr
+        assert "--threshold is a percentage between 0 and 100" in done.stderr

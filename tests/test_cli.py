@@ -255,6 +255,17 @@ def test_kill_9_then_cleanup_leaves_nothing(tmp_path, slow_run):
     assert not folder.exists(), "and a probe's scratch folder"
 
 
+def test_a_second_run_into_a_busy_out_is_refused(tmp_path, slow_run):
+    runner, out, _prefix = slow_run
+    done = ipcbench("run", "--suite", str(tmp_path / "tiny.toml"), "--out", str(out),
+                    "--no-history")
+    assert done.returncode == 2, done.stderr
+    assert f"run pid {runner.pid} is writing there" in done.stderr
+    assert done.stderr.count("\n") == 1
+    assert runner.poll() is None, "the first run goes on"
+    assert len(list(tmp_path.glob(".out.partial-*"))) == 1
+
+
 def test_run_folder_loads_back_to_the_same_results(tiny_run):
     from harness.results import RunData
 
