@@ -9,6 +9,7 @@ other tasks on the case's CPUs, time the case's processes waited to run).
 from __future__ import annotations
 
 import os
+import resource
 import time
 from dataclasses import dataclass, fields
 
@@ -93,3 +94,31 @@ class CaseCounters:
 
     def close(self) -> None:
         self._cpus.close()
+
+
+def _own_cpu_ns() -> int:
+    """CPU time of this process and of every child it has reaped (with their own)."""
+    usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    return int(sum(u.ru_utime + u.ru_stime for u in usage) * 1e9)
+
+
+class LifeWindow:
+    """What other work took of ``cpus`` while the runner waited for one worker: CPU time
+    on them that went to neither idle nor this process and its reaped children (the
+    worker, and through it its servers), or steal. For probes, which time no batches."""
+
+    def __init__(self, cpus: list[int]) -> None:
+        self._cpu = CpuCounters(cpus)
+        self._count = len(self._cpu.cpus)
+        self._start = (time.perf_counter_ns(), self._cpu.read(), _own_cpu_ns())
+
+    def foreign_share(self) -> float:
+        """Over the window until now: call it after the worker is reaped."""
+        clock, cpu, own = time.perf_counter_ns(), self._cpu.read(), _own_cpu_ns()
+        offered = self._count * (clock - self._start[0])
+        spent = cpu - self._start[1]
+        foreign = offered - spent.idle_ns - (own - self._start[2])
+        return max(foreign, spent.steal_ns, 0) / offered if offered > 0 else 0.0
+
+    def close(self) -> None:
+        self._cpu.close()

@@ -19,6 +19,7 @@ import numpy as np
 from harness.records import BatchRecord, CaseResult, WorkerResult
 
 LIMIT = 0.02
+PROBE_LIMIT = 0.10
 FLOOR_PERCENTILE = 10
 
 
@@ -38,6 +39,7 @@ def mark(result: CaseResult) -> None:
     """
     every = [b for w in result.workers for b in w.batches]
     if not every:
+        _mark_probe(result)
         return
     limit = floor(every) + LIMIT
     marked = [replace(w, batches=[replace(b, disturbed=b.foreign_share > limit)
@@ -49,6 +51,31 @@ def mark(result: CaseResult) -> None:
                             "is kept")
         marked = [replace(w, batches=[replace(b, disturbed=False) for b in w.batches])
                   for w in marked]
+    result.workers = marked
+
+
+def _mark_probe(result: CaseResult) -> None:
+    """A probe's workers, each whole: set aside when other work took more than
+    ``PROBE_LIMIT`` beyond the least disturbed of them. A probe waits across CPUs (its
+    floor is a vCPU's wake-ups, as above), and the runner reads a worker's life in
+    whole ticks where there is no cpuidle, so its limit is wider than a batch's."""
+    shares = [w.foreign_share for w in result.workers]
+    if not shares or any(s is None for s in shares):
+        return  # an older worker, or a run read back from its folder
+    limit = min(s for s in shares if s is not None) + PROBE_LIMIT
+    marked = [replace(w, disturbed=w.foreign_share is not None and w.foreign_share > limit)
+              for w in result.workers]
+    dropped = sum(w.disturbed for w in marked)
+    if not dropped:
+        return
+    if (len(marked) - dropped) * 2 < len(marked):
+        result.note = _join(result.note, f"too disturbed to set workers aside ({dropped} of "
+                            f"{len(marked)} lost more than {PROBE_LIMIT:.0%} beyond the "
+                            "least disturbed one): every worker is kept")
+        return
+    result.note = _join(result.note, f"{dropped} of {len(marked)} workers set aside: other "
+                        f"work took more than {PROBE_LIMIT:.0%} of the CPUs beyond the least "
+                        "disturbed one")
     result.workers = marked
 
 

@@ -166,6 +166,10 @@ class WorkerResult:
     warmups: list[float]
     counters: dict[str, float]
     batches: list[BatchRecord] = field(default_factory=list)
+    # A probe's worker has no batches: what other work took over its whole life, measured
+    # by the runner, and whether that set it aside (``harness.disturbance``).
+    foreign_share: float | None = None
+    disturbed: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -175,12 +179,15 @@ class WorkerResult:
         """The worker protocol's result; a worker of an older version sends no batches."""
         batches = [BatchRecord(**b) for b in data.get("batches", [])]
         return cls(int(data["loops"]), list(data["values"]), list(data.get("warmups", [])),
-                   dict(data.get("counters", {})), batches)
+                   dict(data.get("counters", {})), batches, data.get("foreign_share"),
+                   bool(data.get("disturbed", False)))
 
     def kept(self, keep_disturbed: bool = False) -> list[float]:
         """The batch values the statistics use: undisturbed ones unless told otherwise."""
-        if keep_disturbed or not self.batches:
+        if keep_disturbed:
             return self.values
+        if not self.batches:  # a probe's worker: kept or set aside whole
+            return [] if self.disturbed else self.values
         return [v for v, b in zip(self.values, self.batches, strict=True) if not b.disturbed]
 
 

@@ -71,7 +71,7 @@ class RunData:
                 for b, (value, batch) in enumerate(zip(worker.values, batches, strict=True)):
                     rows.append({**case, "worker": w, "batch": b, "loops": worker.loops,
                                  "value": value, **dict.fromkeys(COUNTER_COLUMNS, np.nan),
-                                 **worker.counters, **_batch_fields(batch)})
+                                 **worker.counters, **_batch_fields(batch, worker)})
         return pd.DataFrame(rows, columns=SAMPLE_COLUMNS)
 
     def kept_samples(self) -> pd.DataFrame:
@@ -164,16 +164,16 @@ class RunData:
         return cls(files.metadata, _cases_from(results, samples))
 
 
-def _batch_fields(batch: BatchRecord | None) -> dict[str, Any]:
-    if batch is None:  # a probe's value: no reference, no disturbance measured
-        return {**dict.fromkeys(BATCH_COLUMNS, np.nan), "disturbed": False}
+def _batch_fields(batch: BatchRecord | None, worker: WorkerResult) -> dict[str, Any]:
+    if batch is None:  # a probe's value: no reference; disturbed as its worker was
+        return {**dict.fromkeys(BATCH_COLUMNS, np.nan), "disturbed": worker.disturbed}
     return asdict(batch)
 
 
 def _disturbance(workers: list[WorkerResult], keep_disturbed: bool) -> dict[str, float]:
     batches = [b for w in workers for b in w.batches]
-    if not batches:
-        return {}
+    if not batches:  # a probe: its set-aside workers' values
+        return {"batches_disturbed": sum(len(w.values) for w in workers if w.disturbed)}
     refs = [b.ref_ns for b in batches if keep_disturbed or not b.disturbed]
     return {"batches_disturbed": sum(b.disturbed for b in batches),
             "foreign_share": float(np.median([b.foreign_share for b in batches])),
@@ -215,13 +215,16 @@ def _cases_from(results: pd.DataFrame, samples: pd.DataFrame) -> list[CaseResult
         if row["status"] == "ok" and key in by_case:
             for _, rows in by_case[key].groupby("worker"):
                 rows = rows.sort_values("batch")
+                batches = _batches_from(rows)
                 workers.append(WorkerResult(
                     loops=int(rows.loops.iloc[0]),
                     values=rows.value.tolist(),
                     warmups=[],
                     counters={c: float(rows[c].iloc[0]) for c in COUNTER_COLUMNS
                               if not np.isnan(rows[c].iloc[0])},
-                    batches=_batches_from(rows),
+                    batches=batches,
+                    # a probe's worker is set aside whole: its rows all say so
+                    disturbed=not batches and bool(rows.disturbed.any()),
                 ))
         note = row["note"] if isinstance(row["note"], str) else ""
         cases.append(CaseResult(case, row["status"], note, workers))

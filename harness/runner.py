@@ -6,12 +6,13 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from harness.cleanup import WORKER_MODULE
+from harness.counters import LifeWindow
 from harness.disturbance import mark
 from harness.ipcnames import journal_path
 from harness.records import PROBE, Case, CaseResult, Settings, WorkerResult
@@ -116,8 +117,25 @@ class Runner:
                 "cpus": self.cpus}
         # ``--run`` is for ``ipcbench cleanup``, which finds strays by command line.
         command = [python, "-I", "-m", WORKER_MODULE, "--run", self.prefix]
-        proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+        # A probe times no batches of its own: its worker's whole life is its window.
+        window = LifeWindow(self.cpus) if cases[0].topology == PROBE else None
+        try:
+            results = self._run_worker(command, task, timeout)
+            if window is not None:
+                share = window.foreign_share()
+                results = [replace(r, foreign_share=share) for r in results]
+            return results
+        finally:
+            if window is not None:
+                window.close()
+
+    def _run_worker(self, command: list[str], task: dict, timeout: float
+                    ) -> list[WorkerResult]:
+        try:
+            proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)
+        except OSError as exc:  # EAGAIN under a pids limit, ENOENT for a bad python: this case
+            raise WorkerError(f"cannot start a worker ({exc.strerror or exc})") from None
         self._active = proc
         try:
             out, err = proc.communicate(json.dumps(task), timeout=timeout)

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import math
 import os
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from harness.counters import LifeWindow
 from harness.cpucounters import CpuCounters
 from harness.disturbance import LIMIT, mark, run_disturbance
 from harness.experiment import FAILS, HOLDS, UNTESTABLE, judge
-from harness.records import BatchRecord, Case, CaseResult, WorkerResult
+from harness.records import PROBE, BatchRecord, Case, CaseResult, WorkerResult
 from harness.reference import PipeReference
+from harness.results import RunData
 from harness.samples import host_adjusted
 
 CASE = Case("latency", "pipe", "same-cpu", 64)
@@ -107,3 +112,60 @@ def test_the_reference_and_the_cpu_counters_read_this_machine():
         counters.close()
     assert counters.scope in ("cpus", "system")
     assert later.steal_ns >= 0 and later.idle_ns >= 0 and later.switches >= 0
+
+
+PROBE_CASE = Case("layers", "call", "same-cpu", 0, metric="write_ns", topology=PROBE)
+
+
+def probe_worker(share: float) -> WorkerResult:
+    return WorkerResult(1, [5.0, 6.0], [], {}, [], foreign_share=share)
+
+
+def test_a_probes_disturbed_worker_is_set_aside_whole():
+    result = CaseResult(PROBE_CASE, workers=[probe_worker(s) for s in (0.08, 0.10, 0.45)])
+    mark(result)
+    assert [w.disturbed for w in result.workers] == [False, False, True]
+    assert [len(w.kept()) for w in result.workers] == [2, 2, 0]
+    assert [len(w.kept(keep_disturbed=True)) for w in result.workers] == [2, 2, 2]
+    assert "1 of 3 workers set aside" in result.note
+    again = WorkerResult.from_dict(result.workers[2].to_dict())
+    assert again.disturbed and again.foreign_share == 0.45
+
+
+def test_a_probe_disturbed_throughout_keeps_its_workers_and_says_so():
+    result = CaseResult(PROBE_CASE, workers=[probe_worker(s) for s in (0.05, 0.4, 0.6)])
+    mark(result)
+    assert not any(w.disturbed for w in result.workers)
+    assert "too disturbed to set workers aside" in result.note
+
+
+def test_a_probes_set_aside_worker_survives_its_run_folder(tmp_path):
+    result = CaseResult(PROBE_CASE, workers=[probe_worker(s) for s in (0.0, 0.01, 0.5, 0.02)])
+    mark(result)
+    run = RunData({"machine": {"machine_id": "m"}}, [result])
+    run.save(tmp_path)
+    [row] = run.results_frame().to_dict("records")
+    assert row["n"] == 6 and row["batches_disturbed"] == 2
+    back = RunData.load(tmp_path)
+    assert [w.disturbed for w in back.cases[0].workers] == [False, False, True, False]
+    assert back.results_frame()["n"].tolist() == [6]
+
+
+def test_a_worker_life_window_sees_work_that_is_not_ours():
+    """A CPU-bound process we have not reaped is other work on the CPU it runs on (other
+    load on a busy machine is other work too: the share only grows with it)."""
+    cpu = sorted(os.sched_getaffinity(0))[0]
+    hog = subprocess.Popen([sys.executable, "-c", f"import os, time\nos.sched_setaffinity(0, "
+                            f"[{cpu}])\nend = time.time() + 1.5\nwhile time.time() < end: pass"])
+    try:
+        time.sleep(0.3)  # it has started and pinned itself
+        window = LifeWindow([cpu])
+        try:
+            time.sleep(0.5)
+            share = window.foreign_share()
+        finally:
+            window.close()
+    finally:
+        hog.kill()
+        hog.wait()
+    assert share > 0.5
