@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -357,3 +358,15 @@ def test_paired_families_see_through_the_hosts_spells():
     assert paired_pipe["pipe"].verdict == "slower"
     assert paired_pipe["pipe"].ratio == pytest.approx(1.15, abs=0.04)
     assert apart["pipe"].verdict == "underpowered"
+
+
+def test_gate_check_counts_false_alarms_and_catches(tmp_path):
+    runs = [make_run(tmp_path / f"r{i}", i) for i in range(3)]
+    script = Path(__file__).parents[1] / "scripts" / "gate_check.py"
+    done = subprocess.run([sys.executable, str(script), *map(str, runs), "--factor", "1.25"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "plain: A/A pairs with anything slower: 0 of 3" in done.stdout
+    assert "plain: pipe x1.25 caught (its gate row slower): 3 of 3" in done.stdout
+    assert "--normalize: pipe x1.25 caught (its gate row slower): 3 of 3" in done.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r0", "r1", "r2"]  # copies gone
