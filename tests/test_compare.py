@@ -370,3 +370,9 @@ def test_gate_check_counts_false_alarms_and_catches(tmp_path):
     assert "plain: pipe x1.25 caught (its gate row slower): 3 of 3" in done.stdout
     assert "--normalize: pipe x1.25 caught (its gate row slower): 3 of 3" in done.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r0", "r1", "r2"]  # copies gone
+
+
+def test_a_hopeless_case_is_undetectable_not_a_crash():
+    """Two workers a side, far apart, at a strict level: the t quantile explodes."""
+    diff = welch(np.array([1.0, 1e6]), np.array([2.0, 3e6]))
+    assert diff is not None and diff.detectable(1e-9) == float("inf")
