@@ -516,7 +516,7 @@ def _with_unit(value: float, unit: str) -> str:
         return "-"
     if unit == "ns":
         return f"{_us(value)} us"
-    if unit == "bytes":
+    if unit in ("bytes", "bytes-shared"):
         return f"{value / 1024:.0f} KiB"
     return f"{value:.4g} {unit}"
 
