@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -37,6 +38,13 @@ transports = ["pipe", "shm"]
 k = [2, 3]
 sched_batch = true
 """
+
+
+def sigint_as_a_terminal_sends_it() -> None:
+    """For a child that a test interrupts with SIGINT: a shell starts background jobs
+    (and so CI scripts, and the pytest they run) with SIGINT ignored, and Python then
+    leaves it ignored; a user's Ctrl-C reaches a foreground command with it on."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def write_suite(folder: Path, text: str = TINY_SUITE, name: str = "tiny.toml") -> Path:

@@ -22,7 +22,7 @@ import pytest
 from harness.cleanup import stray_processes
 from harness.ipcnames import SHM_DIR, journal_path, scratch_root
 
-from .helpers import TINY_SUITE, ipcbench, write_suite
+from .helpers import TINY_SUITE, ipcbench, sigint_as_a_terminal_sends_it, write_suite
 
 DESIGN_RESULT_COLUMNS = [
     "experiment", "transport", "placement", "payload_bytes", "k", "metric", "unit", "n",
@@ -178,8 +178,9 @@ def slow_run(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Path, str]
     suite = write_suite(tmp_path, SLOW_SUITE)
     out = tmp_path / "out"
     runner = subprocess.Popen([sys.executable, "-m", "harness", "run", "--suite", str(suite),
-                               "--out", str(out)], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
+                               "--out", str(out), "--no-history"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True,
+                              preexec_fn=sigint_as_a_terminal_sends_it)
     try:
         yield runner, out, _first_worker_run(runner)
     finally:

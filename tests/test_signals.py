@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from .helpers import sigint_as_a_terminal_sends_it
+
 # Sends the signal to itself while ``harness.cli`` is being imported: the moment a
 # user's Ctrl-C lands in the first second of any command, made deterministic.
 DURING_IMPORT = """
@@ -27,7 +29,8 @@ raise SystemExit(harness.launch.main())
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_while_starting_is_one_line_and_130(sig):
     done = subprocess.run([sys.executable, "-c", DURING_IMPORT.format(sig=int(sig))],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120,
+                          preexec_fn=sigint_as_a_terminal_sends_it)
     assert done.returncode == 130, done.stderr
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
     assert "interrupted while starting" in done.stderr
