@@ -35,6 +35,20 @@ def nothing_left_behind() -> Iterator[None]:
     assert not objects, f"IPC objects were left in {SHM_DIR}: {objects}"
 
 
+@pytest.fixture
+def dead_runs_object() -> Iterator[Path]:
+    """A /dev/shm object of a run whose runner is gone (its pid belongs to no one now),
+    as a SIGKILLed run strands it; removed at teardown whatever the test did."""
+    import subprocess
+
+    child = subprocess.Popen(["true"])
+    child.wait()
+    leftover = SHM_DIR / f"{PREFIX}{child.pid}-beef00-0-0-shm"
+    leftover.write_bytes(b"x")
+    yield leftover
+    leftover.unlink(missing_ok=True)
+
+
 def shm_objects(prefix: str) -> list[str]:
     return [p.name for p in SHM_DIR.iterdir() if prefix in p.name]
 

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import sqlite3
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from harness import cli
-from harness.ipcnames import SHM_DIR
 
 from .helpers import TINY_SUITE, ipcbench, write_suite
 from .test_compare import make_run
@@ -198,20 +196,13 @@ def test_staged_outputs_replace_nothing_when_the_analysis_fails(tmp_path):
     assert (tmp_path / "report.md").read_text() == "the new report"
 
 
-def test_cleanup_dry_run_lists_and_keeps(tmp_path):
-    child = subprocess.Popen(["true"])
-    child.wait()  # its pid belongs to no one now: the run that made the object is gone
-    leftover = SHM_DIR / f"ipcb-{child.pid}-beef01-0-0-shm"
-    leftover.write_bytes(b"x")
-    try:
-        done = ipcbench("cleanup", "--dry-run")
-        assert done.returncode == 0, done.stderr
-        assert f"would remove {leftover}" in done.stdout and leftover.exists()
-        done = ipcbench("cleanup")
-        assert done.returncode == 0 and f"removed {leftover}" in done.stdout
-        assert not leftover.exists()
-    finally:
-        leftover.unlink(missing_ok=True)
+def test_cleanup_dry_run_lists_and_keeps(dead_runs_object):
+    done = ipcbench("cleanup", "--dry-run")
+    assert done.returncode == 0, done.stderr
+    assert f"would remove {dead_runs_object}" in done.stdout and dead_runs_object.exists()
+    done = ipcbench("cleanup")
+    assert done.returncode == 0 and f"removed {dead_runs_object}" in done.stdout
+    assert not dead_runs_object.exists()
 
 
 def test_cleanup_force_needs_all():

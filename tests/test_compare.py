@@ -12,7 +12,6 @@ import pandas as pd
 import pytest
 
 from harness.compare import RunSamples, benjamini_hochberg, compare, welch
-from harness.ipcnames import SHM_DIR
 from harness.results import RunData
 
 from .helpers import ipcbench
@@ -241,18 +240,11 @@ def test_export_to_an_unwritable_place(tmp_path):
     assert done.returncode == 2 and "cannot write there" in done.stderr
 
 
-def test_doctor_flags_leftovers(tmp_path):
-    child = subprocess.Popen(["true"])
-    child.wait()  # its pid now belongs to no one: the run that made the object is gone
-    leftover = SHM_DIR / f"ipcb-{child.pid}-beef00-0-0-shm"
-    leftover.write_bytes(b"x")
-    try:
-        done = ipcbench("doctor", "--seconds", "0")
-        assert done.returncode == 1
-        assert "leftovers" in done.stdout and "ipcbench cleanup" in done.stdout
-        assert "message queues" in done.stdout
-    finally:
-        leftover.unlink(missing_ok=True)
+def test_doctor_flags_leftovers(dead_runs_object):
+    done = ipcbench("doctor", "--seconds", "0")
+    assert done.returncode == 1
+    assert "leftovers" in done.stdout and "ipcbench cleanup" in done.stdout
+    assert "message queues" in done.stdout
 
 
 def test_a_case_that_fails_in_new_is_a_failure(tmp_path):
