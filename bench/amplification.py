@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -58,8 +59,8 @@ class Amplification(Experiment):
     def plan(self, params: ExperimentParams) -> Plan:
         if BASELINE not in params.transports:
             raise ValueError(f"experiments.{self.name}.transports must include {BASELINE!r}")
-        work = dict(workload=params.workload, iterations=params.iterations,
-                    sched_batch=params.sched_batch)
+        work: dict[str, Any] = dict(workload=params.workload, iterations=params.iterations,
+                                    sched_batch=params.sched_batch)
         size = params.message_bytes
         cases = [Case(self.name, BASELINE, PLACEMENT, size, metric="compute",
                       topology="compute", **work)]
@@ -182,7 +183,7 @@ def predict(samples: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, ChainErrors]
         costs = independent(mine, transport)
         if costs is None:
             continue
-        alpha, c0, beta = costs.alpha[0], costs.c0[0], costs.beta[0]
+        alpha, c0, beta = costs.alpha.value, costs.c0.value, costs.beta.value
         draws = costs.draws
         growth = ring_growth(beta_by_processes(ring_table, transport))
         growth_draws = ring_growth_draws(beta_draws(samples, transport))
@@ -330,11 +331,11 @@ def fitted(points: pd.DataFrame, transport: str, found: Costs | None) -> list[Mo
         _row("chain_per_hop_seed", transport, seed["per_hop"],
              f"OLS of T on k over worker medians, R^2 {seed.r2:.4f}"),
         _row("chain_C0_fit", transport, seed["C0"], "intercept of the seed-form fit"),
-        ModelRow("chain_r2", transport, seed.r2, "", np.nan, np.nan,
+        ModelRow("chain_r2", transport, seed.r2, "ratio", np.nan, np.nan,
                  "R^2 of the seed-form fit (read with the residuals per k)", placement=PLACEMENT),
     ]
     if found is not None:
-        alpha = found.alpha[0]
+        alpha = found.alpha.value
         count = ols(np.column_stack([ones, points.switches]),
                     points.value - alpha * points.messages, ("C0", "beta"), k, label + "/count")
         rows.append(_row("beta_fit_count", transport, count["beta"],
@@ -343,7 +344,7 @@ def fitted(points: pd.DataFrame, transport: str, found: Costs | None) -> list[Mo
 
 
 def _row(parameter: str, transport: str, value: Estimate, method: str) -> ModelRow:
-    return ModelRow(parameter, transport, value[0], "ns", value[1], value[2], method,
+    return ModelRow(parameter, transport, value.value, "ns", value.low, value.high, method,
                     placement=PLACEMENT)
 
 

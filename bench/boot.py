@@ -72,9 +72,8 @@ class Boot(Experiment):
 
     def plan(self, params: ExperimentParams) -> Plan:
         where = f"experiments.{self.name}"
-        modes = params.modes
-        if modes == ExperimentParams.modes:  # left out: every mode the transports allow
-            modes = MODES if "pipe" in params.transports else ("fork",)
+        # left out: every mode the transports allow
+        modes = params.chosen("modes", MODES if "pipe" in params.transports else ("fork",))
         unknown = sorted(set(modes) - set(MODES))
         if unknown:
             raise ValueError(f"{where}.modes: unknown mode {unknown[0]!r} (known: fork, exec)")

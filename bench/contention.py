@@ -44,7 +44,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.probes.contention import KILL_METRICS, METRICS, VARIANTS, mm1_wait, pk_wait
+from bench.probes.contention import KILL_METRICS, METRICS, VARIANTS
+from bench.queueing import mm1_wait, pk_wait
 from harness.experiment import (
     Experiment,
     ExperimentParams,
@@ -173,10 +174,8 @@ class Contention(Experiment):
 
     def plan(self, params: ExperimentParams) -> Plan:
         where = f"experiments.{self.name}"
-        unset = ExperimentParams()  # keys the suite left out: this experiment's own defaults
-        transports = ("shm", "call") if params.transports == unset.transports \
-            else params.transports
-        modes = ("busy",) if params.modes == unset.modes else params.modes
+        transports = params.chosen("transports", ("shm", "call"))
+        modes = params.chosen("modes", ("busy",))
         for name in transports:
             if name not in TRANSPORTS:
                 raise ValueError(f"{where}.transports: {name!r} is not a lock here "

@@ -57,7 +57,7 @@ class Deadlock(Experiment):
 
     def plan(self, params: ExperimentParams) -> Plan:
         where = f"experiments.{self.name}"
-        variants = VARIANTS if params.modes == ("default",) else params.modes
+        variants = params.chosen("modes", VARIANTS)
         unknown = sorted(set(variants) - set(VARIANTS))
         if unknown:
             raise ValueError(f"{where}.modes: unknown variant {unknown[0]!r} "

@@ -96,7 +96,7 @@ def mean_estimate(rows: pd.DataFrame, label: str) -> Estimate:
     sizes = np.array([g.size for g in groups], float)
     pick = seeded_rng(label).integers(len(groups), size=(BOOTSTRAP_RESAMPLES, len(groups)))
     low, high = interval(sums[pick].sum(axis=1) / sizes[pick].sum(axis=1))
-    return float(values.mean()), low, high
+    return Estimate(float(values.mean()), low, high)
 
 
 def _rows(transport: str, variant: str,
@@ -104,7 +104,7 @@ def _rows(transport: str, variant: str,
     """A ModelRow maker for one case: name, (value, low, high), unit, method."""
 
     def row(name: str, value: Estimate, unit: str, method: str) -> ModelRow:
-        return ModelRow(name, transport, value[0], unit, value[1], value[2], method,
+        return ModelRow(name, transport, value.value, unit, value.low, value.high, method,
                         placement="same-cpu", k=k, variant=variant)
 
     return row
@@ -150,8 +150,8 @@ def realized(sub: pd.DataFrame, label: str) -> Realized:
     low_high = [interval(x) for x in (m_draws, p_draws, 100 * (m_draws - p_draws))]
     return Realized(
         float(table.window_crashes.sum()), float(table.probes.sum()), float(rate),
-        (float(measured), *low_high[0]), (float(predicted), *low_high[1]),
-        (float(100 * (measured - predicted)), *low_high[2]))
+        Estimate(float(measured), *low_high[0]), Estimate(float(predicted), *low_high[1]),
+        Estimate(float(100 * (measured - predicted)), *low_high[2]))
 
 
 class Faults(Experiment):
@@ -161,14 +161,12 @@ class Faults(Experiment):
 
     def plan(self, params: ExperimentParams) -> Plan:
         where = f"experiments.{self.name}"
-        transports = params.transports
-        if transports == ExperimentParams.transports:  # not given: pipes, as the seed's servers
-            transports = ("pipe",)
+        transports = params.chosen("transports", ("pipe",))  # as the seed's servers
         bad = sorted(set(transports) - set(TRANSPORTS))
         if bad:
             raise ValueError(f"{where}.transports: {bad[0]!r} cannot carry this experiment "
                              "(a crash must show as EOF: pipe or uds)")
-        modes = MODES if params.modes == ExperimentParams.modes else params.modes  # not given
+        modes = params.chosen("modes", MODES)
         unknown = sorted(set(modes) - set(MODES))
         if unknown:
             raise ValueError(f"{where}.modes: unknown mode {unknown[0]!r} (known: kill, raise)")
@@ -207,7 +205,7 @@ class Faults(Experiment):
                 rows.append(row(metric, means[metric], "ns",
                                 f"mean over {each}, workers bootstrapped"))
             d = select(sub, metric="restart_d").value
-            rows.append(row("restart_d_median", (float(np.median(d)), np.nan, np.nan), "ns",
+            rows.append(row("restart_d_median", Estimate.bare(np.median(d)), "ns",
                             "median over crashes"))
             deadline_only = mean_estimate(select(sub, metric="availability_deadline_only"),
                                           f"{label}/availability_deadline_only")
@@ -224,9 +222,9 @@ class Faults(Experiment):
                     f"{found.rate:.3g}/s ({found.crashes:.0f} crashes over the time up), "
                     "d = mean restart_d"),
                 row("availability_predicted_configured",
-                    (availability(rate, t_s[0] / 1e9), np.nan, np.nan), "ratio",
+                    Estimate.bare(availability(rate, t_s.value / 1e9)), "ratio",
                     f"1/(1 + lambda*d) at the configured lambda = {rate:g}/s (for reference)"),
-                row("crash_rate_realized", (found.rate, np.nan, np.nan), "1/s",
+                row("crash_rate_realized", Estimate.bare(found.rate), "1/s",
                     "crashes injected in the windows over the time the servers were up"),
                 row("availability_deadline_only", deadline_only, "ratio",
                     "probes with good replies in time, whichever process sent them: expect "
@@ -236,13 +234,13 @@ class Faults(Experiment):
                           f"measured - predicted, percentage points, {found.crashes:.0f} "
                           f"crashes and {found.probes:.0f} probes, workers bootstrapped; holds "
                           f"within {GAP_BOUNDS_PP[1]:g} pp", **where),
-                row("improvement_I", (improvement(found.rate, means["reboot_t_r"][0] / 1e9,
-                                                  t_s[0] / 1e9), np.nan, np.nan), "ratio",
+                row("improvement_I", Estimate.bare(improvement(
+                    found.rate, means["reboot_t_r"].value / 1e9, t_s.value / 1e9)), "ratio",
                     "(1 + lambda*t_r)/(1 + lambda*t_s) at the realized lambda"),
             ]
             for metric in COUNTS:
                 total = float(select(sub, metric=metric).value.sum())
-                rows.append(row(metric, (total, np.nan, np.nan), "count",
+                rows.append(row(metric, Estimate.bare(total), "count",
                                 "sum over workers and batches"))
         return rows
 

@@ -45,7 +45,7 @@ class Footprint(Experiment):
 
     def plan(self, params: ExperimentParams) -> Plan:
         where = f"experiments.{self.name}"
-        modes = ("fork",) if params.modes == ("default",) else params.modes
+        modes = params.chosen("modes", ("fork",))
         unknown = sorted(set(modes) - set(MODES))
         if unknown:
             raise ValueError(f"{where}.modes: unknown mode {unknown[0]!r} (known: fork, exec)")

@@ -107,13 +107,12 @@ class Layers(Experiment):
 
     def plan(self, params: ExperimentParams) -> Plan:
         where = f"experiments.{self.name}"
-        transports = TRANSPORTS if params.transports == ExperimentParams.transports \
-            else params.transports
+        transports = params.chosen("transports", TRANSPORTS)
         bad = sorted(set(transports) - set(TRANSPORTS))
         if bad:
             raise ValueError(f"{where}.transports: the stack runs over call and pipe, "
                              f"not {bad[0]!r}")
-        orders = DEFAULT_ORDERS if params.modes == ("default",) else params.modes
+        orders = params.chosen("modes", DEFAULT_ORDERS)
         bad = sorted(set(orders) - set(ORDERS))
         if bad:
             raise ValueError(f"{where}.modes: unknown ordering {bad[0]!r} "

@@ -41,7 +41,7 @@ class Payload(Experiment):
                       ("fixed", "per_byte"), sizes, f"copy/{transport}/{placement}")
             slope, ci_low, ci_high = fit["per_byte"]
             out.append(ModelRow(
-                "copy_ns_per_byte", transport, slope, "ns/byte", ci_low, ci_high,
+                "copy_ns_per_byte", transport, slope, "ns/B", ci_low, ci_high,
                 f"OLS slope of worker medians over {low}-{high} B, cluster bootstrap",
                 placement=placement,
             ))

@@ -9,6 +9,8 @@ refill a larger ring and a larger working set cause.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -30,8 +32,8 @@ class Ring(Experiment):
         for transport in params.transports:
             for placement in params.placements:
                 for w in params.working_sets:
-                    common = dict(payload_bytes=params.message_bytes, working_set=w,
-                                  sched_batch=params.sched_batch)
+                    common: dict[str, Any] = dict(payload_bytes=params.message_bytes,
+                                                  working_set=w, sched_batch=params.sched_batch)
                     cases.append(Case(self.name, transport, placement, k=1, metric="message",
                                       topology="self", **common))
                     cases += [Case(self.name, transport, placement, k=n, metric="hop",
@@ -39,7 +41,7 @@ class Ring(Experiment):
         return triage(cases)
 
     def model(self, samples: pd.DataFrame) -> list[ModelRow]:
-        rows = []
+        rows: list[ModelRow] = []
         table = self.tables(samples).get("ring_beta")
         if table is None:
             return rows
@@ -65,7 +67,8 @@ class Ring(Experiment):
                 out.append({"transport": transport, "working_set": int(w), "processes": int(n),
                             "hop_ns": float(np.median(ring.value)),
                             "overhead_ns": float(np.median(base.value)),
-                            "beta_ns": beta[0], "beta_ci_low": beta[1], "beta_ci_high": beta[2],
+                            "beta_ns": beta.value, "beta_ci_low": beta.low,
+                            "beta_ci_high": beta.high,
                             "switches_per_hop": float(ring.ctx_switches_per_op.mean())})
         return {"ring_beta": pd.DataFrame(out)} if out else {}
 

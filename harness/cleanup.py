@@ -36,7 +36,8 @@ from harness.ipcnames import (
     stage_record,
     state_dir,
 )
-from harness.names import PREFIX
+from harness.names import PREFIX, read_journal
+from servers.transports.base import Kind
 
 WORKER_MODULE = "harness.worker"
 STANDALONE_MODULE = "servers.standalone"  # exec'd servers carry --run too
@@ -191,10 +192,10 @@ def _unlink_journaled_queues(journal: Path, dry_run: bool) -> list[str]:
         return []
     run = "/" + journal.name.removesuffix("names")
     removed = []
-    for name in text.split():
+    for kind, name in read_journal(text):
         # shm and semaphores show up in /dev/shm and were swept there; a journal speaks
         # only for its own run's queues.
-        if "-mq-" not in name or not name.startswith(run) or "/" in name[1:]:
+        if kind != Kind.MQ or not name.startswith(run) or "/" in name[1:]:
             continue
         if _queue_ours(name) and (dry_run or _unlink_queue(name)):
             removed.append(f"mq:{name}")

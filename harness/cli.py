@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
 import os
 import shutil
 import signal
@@ -13,15 +12,14 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
+from importlib.metadata import entry_points
 from pathlib import Path
 from types import FrameType
 from typing import NoReturn
 
-import numpy as np
 from rich.console import Console
-from rich.table import Table
 
-from harness import __version__, ab, analytic, baseline, history, outfolder, reference
+from harness import __version__, ab, baseline, history, outfolder, reference, runfolder
 from harness.cleanup import cleanup, sweep
 from harness.compare import (
     Comparison,
@@ -30,6 +28,7 @@ from harness.compare import (
     load_samples,
     machine_differences,
 )
+from harness.console import print_comparison, print_findings, print_history, summary_console
 from harness.disturbance import LIMIT, run_disturbance
 from harness.doctor import WARN, diagnose
 from harness.errors import UsageError
@@ -39,18 +38,13 @@ from harness.model import analyze, draw
 from harness.names import new_run_prefix
 from harness.outfolder import free_name, staged_folder
 from harness.records import Case, CaseResult
-from harness.report import (
-    print_comparison,
-    print_findings,
-    print_history,
-    print_model,
-    print_summary,
-    write_report,
-)
+from harness.renderers import print_report, write_report
+from harness.report import Report, build_report, model_report
 from harness.results import RunData
 from harness.runner import Runner
 from harness.suite import Suite, load_suite
 
+COMMANDS_GROUP = "ipcbench.commands"  # subcommands that bench adds: register(commands)
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
@@ -58,6 +52,10 @@ EXIT_INTERRUPTED = 130
 class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise UsageError(message)
+
+
+def command_plugins() -> list[Callable[[argparse._SubParsersAction], None]]:
+    return [entry.load() for entry in entry_points(group=COMMANDS_GROUP)]
 
 
 def build_parser() -> Parser:
@@ -144,7 +142,8 @@ def build_parser() -> Parser:
                         help="how long to sample the machine's jitter (default: 5; 0 skips it)")
     doctor.set_defaults(func=cmd_doctor)
 
-    add_model_parser(commands)
+    for register in command_plugins():  # bench adds its own (``ipcbench model``)
+        register(commands)
 
     clean = commands.add_parser(
         "cleanup", help="remove IPC objects and processes that crashed or killed runs left"
@@ -182,102 +181,6 @@ def add_raw(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--raw", action="store_true",
                         help="fit the model on the raw values (by default each worker's values "
                              "are scaled to the run's median machine reference)")
-
-
-def _whole(text: str) -> int:
-    """A count such as 20000000, 2e7 or 20_000_000."""
-    try:
-        value = float(text.replace("_", ""))
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value < 0 or value != int(value):
-        raise argparse.ArgumentTypeError(f"not a whole, non-negative number: {text!r}")
-    return int(value)
-
-
-# Bounds of the model calculators' inputs: far beyond any real kernel or release process,
-# and small enough that no product, exp() or grid size in harness.analytic overflows.
-MAX_LINES = 10**12  # S_m and delta: a thousand times Linux
-MAX_SERVERS = 10**6  # n_s: n_s * delta stays below 2**63 for numpy's binomial
-MIN_AMOUNT, MAX_AMOUNT = 1e-9, 1e9  # rates, windows, horizons (or exactly 0)
-MAX_SEED = 2**64 - 1
-
-
-def _at_most(limit: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        value = _whole(text)
-        if value > limit:
-            raise argparse.ArgumentTypeError(f"{text!r} is more than the limit of {limit:.3g}")
-        return value
-    return parse
-
-
-def _amount(text: str) -> float:
-    """A rate or a time of the drift model: 0, or between 1e-9 and 1e9."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (value == 0 or MIN_AMOUNT <= value <= MAX_AMOUNT):  # NaN fails this too
-        raise argparse.ArgumentTypeError(f"{text!r}: give 0 or a number between "
-                                         f"{MIN_AMOUNT:g} and {MAX_AMOUNT:g}")
-    return value
-
-
-def _trials(text: str) -> int:
-    value = _whole(text)
-    if value > analytic.MAX_SIMULATED_EVENTS:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is more than the limit of {analytic.MAX_SIMULATED_EVENTS:.0e} trials")
-    return value
-
-
-def add_model_parser(commands: argparse._SubParsersAction) -> None:
-    model = commands.add_parser(
-        "model", help="analytic calculators of the seed's formulas, with Monte Carlo checks",
-        description="Closed-form models from the seed; --simulate N prints a Monte Carlo "
-                    "estimate (value ± standard error) beside each formula.")
-    kinds = model.add_subparsers(dest="model", required=True, parser_class=Parser)
-    surface = kinds.add_parser(
-        "attack-surface", help="R = f - n_s delta / S_m: attack surface taken as kernel size",
-        description="Attack-surface reduction of moving a fraction f of a monolithic kernel "
-                    "(S_m lines) into n_s user-space servers that each leave delta lines of "
-                    "glue in the kernel: S_uk = (1-f) S_m + n_s delta, R = f - n_s delta / S_m.")
-    surface.add_argument("--fraction", "--f", dest="fraction", type=float, required=True,
-                         metavar="F", help="fraction of the monolithic code moved out, 0..1")
-    surface.add_argument("--servers", type=_at_most(MAX_SERVERS), required=True, metavar="N_S",
-                         help="number of user-space servers n_s")
-    surface.add_argument("--delta", "--glue", dest="delta", type=_at_most(MAX_LINES),
-                         required=True,
-                         metavar="LINES", help="kernel glue (IPC, stubs) per server, lines")
-    surface.add_argument("--size", type=_at_most(MAX_LINES), required=True, metavar="LINES",
-                         help="monolithic kernel size S_m, lines (2e7 and 20_000_000 work)")
-    surface.add_argument("--bug-density", type=float, default=1e-3, metavar="P",
-                         help="bugs per line for --simulate (default: 0.001)")
-    drift = kinds.add_parser(
-        "drift", help="interface drift: risk that a module misses a compatibility window",
-        description="Incompatible changes arrive at rate lambda_d, module updates at rate mu "
-                    "(Poisson, independent); a change breaks the module when no update comes "
-                    "within the window. P(>= 1 breakage) is given for per-change fixes (the "
-                    "Poisson formula, an upper bound) and for one release stream that fixes "
-                    "every pending change (exact, numerical). Rates are per unit time and the "
-                    "window and horizon are in that same unit (e.g. per year and years).")
-    drift.add_argument("--change-rate", type=_amount, required=True, metavar="LAMBDA_D",
-                       help="incompatible interface changes per unit time")
-    drift.add_argument("--update-rate", type=_amount, required=True, metavar="MU",
-                       help="module updates (releases) per unit time")
-    drift.add_argument("--window", type=_amount, required=True, metavar="DELTA",
-                       help="compatibility window after each change, in time units")
-    drift.add_argument("--horizon", type=_amount, default=1.0, metavar="T",
-                       help="period the risk is counted over, in time units (default: 1)")
-    drift.add_argument("--risk", type=float, default=0.05,
-                       help="target P(>= 1 breakage) for the window it needs (default: 0.05)")
-    for sub in (surface, drift):
-        sub.add_argument("--simulate", type=_trials, metavar="N", default=0,
-                         help="also run N Monte Carlo trials and print them beside the formula")
-        sub.add_argument("--seed", type=_at_most(MAX_SEED), default=0,
-                         help="Monte Carlo seed, 0 to 2**64-1 (default: 0)")
-    model.set_defaults(func=cmd_model)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -342,9 +245,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             analyze(run)
             run.save_model(stage)
             draw(run, stage)
-            write_report(run, stage)
+            built = build_report(run)
+            write_report(built, stage)
+            report: Report | None = built
         except Exception as exc:  # a bug in a fit must not cost the user a run
-            analysis_error = f"{type(exc).__name__}: {exc}"
+            analysis_error, report = f"{type(exc).__name__}: {exc}", None
         else:
             analysis_error = ""
     out = staging.out
@@ -362,7 +267,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             if run_id != out.name:
                 console.print(f"ipcbench: the history holds another run named {out.name}: "
                               f"this one is stored as {run_id}")
-    print_summary(run, summary_console())
+    print_report(report or build_report(run), summary_console())
     failed = [c for c in run.cases if c.status == "error"]
     console.print(f"ipcbench: wrote {out}" + (f" ({len(failed)} cases failed)" if failed else ""))
     print_notes(run)
@@ -412,6 +317,7 @@ def cmd_ab(args: argparse.Namespace) -> int:
 
 def run_metadata(suite: Suite, args: argparse.Namespace, prefix: str, started: str) -> dict:
     return {
+        "format_version": runfolder.FORMAT_VERSION,
         "ipcbench_version": __version__,
         "suite": suite.name,
         "suite_description": suite.description,
@@ -429,11 +335,6 @@ def run_metadata(suite: Suite, args: argparse.Namespace, prefix: str, started: s
         "machine_extra": {"cpu_mhz_nominal": nominal_mhz()},
         "pyperf": pyperf_metadata(),
     }
-
-
-def summary_console() -> Console:
-    # Piped output would be cut to 80 columns; tables read better whole.
-    return Console() if sys.stdout.isatty() else Console(width=160)
 
 
 def load_run(args: argparse.Namespace) -> RunData:
@@ -461,9 +362,10 @@ def staged_outputs(folder: Path) -> Iterator[Path]:
         shutil.rmtree(stage, ignore_errors=True)
 
 
-def refit(run: RunData, folder: Path, model: bool) -> None:
+def refit(run: RunData, folder: Path, model: bool) -> Report:
     """Analyse ``run`` and write its outputs into ``folder``, all or nothing; an error
-    in the analysis becomes ``AnalysisFailed`` with ``folder`` untouched."""
+    in the analysis becomes ``AnalysisFailed`` with ``folder`` untouched. Returns the
+    report it wrote."""
     with staged_outputs(folder) as stage:
         try:
             analyze(run)
@@ -473,12 +375,14 @@ def refit(run: RunData, folder: Path, model: bool) -> None:
             if model:
                 run.save_model(stage)
             draw(run, stage)
-            write_report(run, stage)
+            report = build_report(run)
+            write_report(report, stage)
         except UsageError:
             raise
         except Exception as exc:  # a bug in a fit: say so in a line, keep the folder
             raise AnalysisFailed(f"the analysis failed ({type(exc).__name__}: {exc}); "
                                  f"{folder} is unchanged") from exc
+    return report
 
 
 class AnalysisFailed(Exception):
@@ -496,11 +400,11 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.folder}: no samples to report (samples.csv has no measured "
                          "case)")
     try:
-        refit(run, args.folder, model=False)
+        report = refit(run, args.folder, model=False)
     except AnalysisFailed as exc:
         print(f"ipcbench: {exc}", file=sys.stderr)
         return 1
-    print_summary(run, summary_console())
+    print_report(report, summary_console())
     print_notes(run)
     return 1 if run.notes else 0
 
@@ -514,7 +418,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     except AnalysisFailed as exc:
         print(f"ipcbench: {exc}", file=sys.stderr)
         return 1
-    print_model(run, summary_console())
+    print_report(model_report(run), summary_console())
     print_notes(run)
     return 1 if run.notes else 0
 
@@ -606,37 +510,4 @@ def cmd_history(args: argparse.Namespace) -> int:
     print_history(table, points, summary_console())
     for path in plots:
         print(f"plot: {path}")
-    return 0
-
-
-def cmd_model(args: argparse.Namespace) -> int:
-    if args.simulate < 0 or args.simulate == 1:
-        raise UsageError(f"--simulate {args.simulate}: give at least 2 trials (or 0 for none)")
-    rng = np.random.default_rng(args.seed)
-    try:
-        if args.model == "attack-surface":
-            surface = None
-            if args.simulate:
-                surface = analytic.simulate_attack_surface(
-                    args.fraction, args.servers, args.delta, args.size, args.bug_density, rng,
-                    args.simulate)
-            tables = analytic.attack_surface_tables(args.fraction, args.servers, args.delta,
-                                                    args.size, surface, args.bug_density)
-        else:
-            shared = independent = None
-            params = (args.change_rate, args.update_rate, args.window, args.horizon)
-            if args.simulate:
-                shared = analytic.simulate_drift(*params, rng, args.simulate, "shared")
-                independent = analytic.simulate_drift(*params, rng, args.simulate, "independent")
-            tables = analytic.drift_tables(*params, args.risk, shared, independent)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    console = summary_console()
-    for title, (header, body) in tables:
-        table = Table(title=title, title_justify="left")
-        for name in header:
-            table.add_column(name, justify="left" if name in ("quantity", "formula") else "right")
-        for row in body:
-            table.add_row(*row)
-        console.print(table)
     return 0

@@ -35,10 +35,10 @@ from harness.errors import UsageError
 from harness.families import CaseWorkers, group, pass_means
 from harness.metadata import FINGERPRINT_KEYS
 from harness.stats import sensitivity
+from harness.units import is_cost
 
 FDR = 0.05
 POWER = 0.8
-LOWER_IS_BETTER = ("ns", "us", "ns/MiB", "ns/B", "bytes")  # costs: more is worse
 MIN_WORKERS = 2
 MAX_LOG_SHIFT = 700.0  # exp() of more overflows a float
 
@@ -89,7 +89,7 @@ def _from_folder(folder: Path, keep_disturbed: bool) -> RunSamples:
         if column in samples.columns:
             samples[column] = samples[column].fillna("")
     if "unit" in samples.columns:  # only costs, where more is worse, are judged
-        samples = samples[samples.unit.replace("", "ns").isin(LOWER_IS_BETTER)]
+        samples = samples[samples.unit.map(is_cost)]
     if "disturbed" in samples.columns and not keep_disturbed:
         samples = samples[~samples.disturbed.fillna(False).astype(bool)]
     names = case_names(samples)
@@ -287,9 +287,10 @@ def compare(base: RunSamples, new: RunSamples, threshold: float = 0.05,
     for name in common:
         b, n = base.worker_medians(name), new.worker_medians(name)
         b_ref, n_ref = base.worker_references(name), new.worker_references(name)
-        fitted = (normalize and b_ref is not None and n_ref is not None
-                  and min(b.min(), n.min()) > 0)  # a difference (C0) has no ratio to move
-        if fitted:
+        # a difference (C0) has no ratio to move
+        fitted = normalize and b_ref is not None and n_ref is not None \
+            and min(b.min(), n.min()) > 0
+        if fitted and b_ref is not None and n_ref is not None:
             b, n = on_common_reference(b, b_ref, n, n_ref)
         if name in base.gate and name in new.gate:
             timed[name] = CaseWorkers(dict(zip(base.worker_ids(name), b, strict=True)),

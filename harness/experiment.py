@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from harness import units
 from harness.records import PROBE, TOPOLOGIES, Case, CaseResult
 from harness.topology import refuse as refuse_topology
 from servers.transports import PLACEMENTS, TRANSPORTS, Placement
@@ -48,6 +49,18 @@ class ExperimentParams:
     crash_rate: float = 1.0  # injected crashes per second (faults)
     file_bytes: int = 0  # input size (layers); 0 = everything the probe finds
     workers: int = 0  # worker processes per case; 0: the suite's [settings] workers
+    given: frozenset[str] = frozenset()  # the keys the suite set; the others are defaults
+
+    def chosen(self, key: str, default: Any) -> Any:
+        """The suite's ``key``, or the experiment's own ``default`` where the suite left
+        it out: never decided by comparing with the shared default, so a list the user
+        gives is checked even when it equals that default."""
+        return getattr(self, key) if key in self.given else default
+
+    @classmethod
+    def of(cls, **values: Any) -> ExperimentParams:
+        """The parameters a suite table setting exactly ``values`` gives (unchecked)."""
+        return cls(**values, given=frozenset(values))
 
     @classmethod
     def from_table(
@@ -72,7 +85,7 @@ class ExperimentParams:
             elif not _is(raw, type(default)):
                 raise ValueError(f"{where}.{key}: expected a {type(default).__name__}")
             values[key] = type(default)(raw) if not isinstance(default, tuple) else raw
-        params = cls(**values)
+        params = cls(**values, given=frozenset(table))
         params.check(where)
         return params
 
@@ -149,6 +162,9 @@ class ModelRow:
     bound_high: float | None = None
     check: str = ""  # holds | fails | untestable; empty for a parameter
 
+    def __post_init__(self) -> None:
+        units.lookup(self.unit)  # a unit the report and compare know, or ValueError
+
 
 HOLDS, FAILS, UNTESTABLE = "holds", "fails", "untestable"
 
@@ -184,13 +200,16 @@ def parameters(model: list[ModelRow], prefix: str) -> dict[tuple[str, str, str],
 
 @dataclass
 class Section:
-    """An experiment's part of the report: a table, a note, and the plots it refers to."""
+    """A part of a run's report: a table, the note that explains it, and the plots it
+    refers to (file names in the run folder). ``summary``: the terminal summary shows
+    it too, not only ``report.md`` and ``report.html``."""
 
     title: str
     header: list[str]
     rows: list[list[str]]
     note: str = ""
     plots: list[str] = field(default_factory=list)
+    summary: bool = True
 
 
 @dataclass
@@ -289,6 +308,8 @@ def probe_cases(experiment: str, transport: str, metrics: dict[str, str],
     ``fields`` are Case fields: k, variant, level, seed, duration_s, payload_bytes...
     """
     fields.setdefault("payload_bytes", 0)
+    for unit in metrics.values():
+        units.lookup(unit)
     return [Case(experiment, transport, "same-cpu", metric=metric, unit=unit, topology=PROBE,
                  **fields) for metric, unit in metrics.items()]
 

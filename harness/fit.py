@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.stats import BOOTSTRAP_RESAMPLES, interval, seeded_rng
+from harness.stats import BOOTSTRAP_RESAMPLES, Estimate, interval, seeded_rng
 
 
 class FitError(ValueError):
@@ -27,9 +27,9 @@ class Fit:
     r2: float
     residuals: np.ndarray  # one per point, observed minus fitted
 
-    def __getitem__(self, name: str) -> tuple[float, float, float]:
+    def __getitem__(self, name: str) -> Estimate:
         i = self.names.index(name)
-        return float(self.coef[i]), float(self.ci_low[i]), float(self.ci_high[i])
+        return Estimate(float(self.coef[i]), float(self.ci_low[i]), float(self.ci_high[i]))
 
 
 def _solve(x: np.ndarray, y: np.ndarray) -> np.ndarray:

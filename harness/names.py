@@ -17,6 +17,7 @@ import os
 import stat
 
 from harness.errors import UsageError
+from servers.transports.base import KINDS
 
 TYPE_CHECKING = False  # True for the type checker (pyproject: always_true)
 if TYPE_CHECKING:
@@ -38,11 +39,15 @@ class NameSource:
         self._journal = None if journal is None or os.fspath(journal) == os.devnull else journal
         self._counter = itertools.count()
 
-    def __call__(self, tag: str) -> str:
+    def __call__(self, kind: str, tag: str = "") -> str:
+        """A fresh name for an object of ``kind`` (``servers.transports.base.Kind``),
+        journaled with its kind before the caller creates it; ``tag`` only reads well."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown IPC object kind {kind!r} (known: {', '.join(KINDS)})")
         # The random part stays out of argv: only this process knows it until it is used.
-        name = f"/{self.prefix}{next(self._counter)}-{os.urandom(4).hex()}-{tag}"
+        name = f"/{self.prefix}{next(self._counter)}-{os.urandom(4).hex()}-{tag or kind}"
         if self._journal is not None:
-            append_journal(self._journal, name)
+            append_journal(self._journal, journal_line(kind, name))
         return name
 
     def scratch(self, tag: str) -> TemporaryDirectory[str]:
@@ -53,9 +58,26 @@ class NameSource:
         return TemporaryDirectory(prefix=f"{self.prefix.lstrip('/')}{tag}-")
 
 
-def append_journal(journal: str | os.PathLike[str], name: str) -> None:
-    """Note ``name`` in the journal: never through a symlink, never into a file that is
-    not a regular file of ours (cleanup trusts what the journal names)."""
+def journal_line(kind: str, name: str) -> str:
+    """One journal entry: the object's kind, then its name (names hold no spaces)."""
+    return f"{kind} {name}"
+
+
+def read_journal(text: str) -> list[tuple[str, str]]:
+    """The (kind, name) entries of a journal's text; a line in another form (a journal
+    of an older version) names no kind and is passed over."""
+    entries = []
+    for line in text.splitlines():
+        kind, _, name = line.partition(" ")
+        if kind in KINDS and name.startswith("/") and " " not in name:
+            entries.append((kind, name))
+    return entries
+
+
+def append_journal(journal: str | os.PathLike[str], line: str) -> None:
+    """Note ``line`` (``journal_line``) in the journal: never through a symlink, never
+    into a file that is not a regular file of ours (cleanup trusts what the journal
+    names)."""
     flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
         fd = os.open(journal, flags, 0o600)
@@ -67,6 +89,6 @@ def append_journal(journal: str | os.PathLike[str], name: str) -> None:
         if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
             raise UsageError(f"journal {os.fspath(journal)}: not a regular file owned by "
                              f"uid {os.geteuid()}; refusing to write to it")
-        os.write(fd, f"{name}\n".encode())
+        os.write(fd, f"{line}\n".encode())
     finally:
         os.close(fd)

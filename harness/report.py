@@ -1,25 +1,18 @@
-"""Reports of a run: the terminal summary (rich) and ``report.md``.
+"""A run's report, built once: sections of tables, each with its note and plots.
 
-Both render the same tables, built once here as plain rows.
+``harness.renderers`` draws the same report object for the terminal summary,
+``report.md`` and ``report.html``.
 """
 
 from __future__ import annotations
 
-import base64
-import html
 import math
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import numpy as np
-import pandas as pd
-from rich.console import Console
-from rich.table import Table
 
-from harness.compare import FDR, POWER, Comparison, Verdict
 from harness.disturbance import LIMIT, run_disturbance
-from harness.doctor import Finding
 from harness.experiment import ModelRow, Section, load_experiments
-from harness.history import ChangePoint
 from harness.records import BatchRecord
 from harness.results import RunData
 
@@ -98,7 +91,7 @@ def payload_rows(run: RunData) -> Rows:
                              values="median", aggfunc="first")
     slopes = {(m.transport, m.placement): m for m in run.model
               if m.parameter == "copy_ns_per_byte"}
-    header = ["transport", "placement", *[_size(c) for c in table.columns], "ns/byte"]
+    header = ["transport", "placement", *[_size(c) for c in table.columns], "ns/B"]
     body = []
     for (transport, placement), values in table.iterrows():
         slope = slopes.get((transport, placement))
@@ -183,7 +176,7 @@ def ring_rows(run: RunData) -> Rows:
     return header, body
 
 
-def _check_value(m: ModelRow, x: float) -> str:
+def _check_value(m: ModelRow, x: float | None) -> str:
     if x is None or math.isnan(x):
         return "-"
     if math.isinf(x):
@@ -277,274 +270,91 @@ def disturbance_rows(run: RunData) -> Rows:
     return header, body
 
 
-def print_summary(run: RunData, console: Console) -> None:
-    console.print(disturbance_text(run))
-    _print_tables(console, [
-        ("Round trip (latency), microseconds", latency_rows(run)),
-        ("Payload sweep: median round trip, microseconds", payload_rows(run)),
-        ("Chain: measured against the cost model, microseconds", prediction_rows(run)),
-        ("Cost model (ns; errors are the worst k)", parameter_rows(run)),
-        *[(s.title, (s.header, s.rows)) for s in experiment_sections(run)],
-        (CHECKS_TITLE, check_rows(run)),
-        ("Not run", not_run_rows(run)),
-    ])
 
 
-def print_model(run: RunData, console: Console) -> None:
-    _print_tables(console, [
-        ("Chain: measured against the cost model, microseconds", prediction_rows(run)),
-        ("Cost model (ns; errors are the worst k)", parameter_rows(run)),
-    ])
+INTRO = (
+    "Times are medians of per-batch means, in microseconds; intervals are 95% cluster "
+    "bootstrap intervals over worker processes. Switches/op counts voluntary and "
+    "involuntary context switches of the client and every server; CPU/op sums their CPU "
+    "time. " + CROSS_CPU_NOTE
+)
+LATENCY_TITLE = "Round trip (latency) and T_mu/T_m, microseconds"
+COST_MODEL_TITLE = "Cost model (ns; errors are the worst k)"
+CHAIN_TITLE = "Chain and fan-out: measured against the cost model, microseconds"
 
 
-def _print_tables(console: Console, sections: list[tuple[str, Rows]]) -> None:
-    for title, (header, body) in sections:
-        if not body:
-            continue
-        table = Table(title=title, title_justify="left")
-        for i, name in enumerate(header):
-            table.add_column(name, justify="left" if i < 2 or title == "Not run" else "right")
-        for row in body:
-            table.add_row(*row)
-        console.print(table)
+@dataclass
+class Report:
+    """Everything a renderer shows of one run."""
+
+    title: str
+    facts: str  # when, and which code
+    disturbance: str
+    machine: list[list[str]]  # key, value
+    intro: str
+    sections: list[Section] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # parts of the analysis that failed
 
 
-def _markdown(header: list[str], body: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in body]
-    return "\n".join(lines)
+def _plots(run: RunData, *names: str) -> list[str]:
+    return [name for name in names if name in run.plots]
 
 
-def sections(run: RunData) -> list[tuple[str, Rows]]:
-    """The report's tables, in order; markdown and HTML render the same ones."""
+def _section(title: str, rows: Rows, note: str = "", plots: list[str] | None = None,
+             summary: bool = True) -> Section:
+    header, body = rows
+    return Section(title, header, body, note, plots or [], summary)
+
+
+def cost_model_sections(run: RunData) -> list[Section]:
+    """The chain against the model, and the model's parameters (what ``fit`` prints)."""
+    mhz = run.metadata.get("machine_extra", {}).get("cpu_mhz_nominal")
+    cycles = (f" Cycles in `model.csv` use the nominal {mhz:.0f} MHz (a VM does not expose "
+              "the real clock)." if mhz else "")
     return [
-        ("Latency and T_mu/T_m", latency_rows(run)),
-        ("Payload sweep", payload_rows(run)),
-        ("Cost model", parameter_rows(run)),
-        ("Chain and fan-out: predicted against measured", prediction_rows(run)),
-        ("Ring: beta over processes and working set", ring_rows(run)),
-        (CHECKS_TITLE, check_rows(run)),
-        ("All model parameters", model_rows(run)),
-        (DISTURBANCE_TITLE, disturbance_rows(run)),
-        ("Cases not run", not_run_rows(run)),
+        _section(CHAIN_TITLE, prediction_rows(run),
+                 plots=_plots(run, "chain.png", "ratio_over_k.png")),
+        _section(COST_MODEL_TITLE, parameter_rows(run), note=MODEL_NOTE + cycles),
     ]
 
 
-def render_markdown(run: RunData) -> str:
-    meta = run.metadata
-    machine = meta.get("machine", {})
-    parts = [
-        f"# ipcbench run: {meta.get('suite', '?')}",
-        "",
-        f"Started {meta.get('started', '?')}, finished {meta.get('finished', '?')}; "
-        f"code {meta.get('git_commit') or 'unknown'}.",
-        "",
-        disturbance_text(run) + ".",
-        "",
-        "## Machine",
-        "",
-        _markdown(["key", "value"], [[k, str(v)] for k, v in machine.items()]),
-        "",
-        "Times are medians of per-batch means, in microseconds; intervals are 95% cluster "
-        "bootstrap intervals over worker processes. Switches/op counts voluntary and "
-        "involuntary context switches of the client and every server; CPU/op sums their CPU "
-        "time. " + CROSS_CPU_NOTE,
+def build_report(run: RunData) -> Report:
+    """The run's report; every section computed here, once."""
+    sections = [
+        _section(LATENCY_TITLE, latency_rows(run),
+                 plots=_plots(run, "latency.png", "latency_distribution.png")),
+        _section("Payload sweep: median round trip, microseconds", payload_rows(run),
+                 plots=_plots(run, "payload.png")),
+        *cost_model_sections(run),
+        _section("Ring: beta over processes and working set", ring_rows(run), summary=False),
+        *experiment_sections(run),
+        _section(CHECKS_TITLE, check_rows(run), note=CHECKS_NOTE),
+        _section("All model parameters", model_rows(run), summary=False),
+        _section(DISTURBANCE_TITLE, disturbance_rows(run), note=DISTURBANCE_NOTE,
+                 plots=_plots(run, *HOST_PLOTS), summary=False),
+        _section("Cases not run", not_run_rows(run)),
     ]
-    mhz = meta.get("machine_extra", {}).get("cpu_mhz_nominal")
-    for title, (header, body) in sections(run):
-        if body:
-            parts += ["", f"## {title}", "", _markdown(header, body)]
-            if title == "Cost model":
-                parts += ["", MODEL_NOTE + (f" Cycles in `model.csv` use the nominal "
-                                             f"{mhz:.0f} MHz (a VM does not expose the real "
-                                             "clock)." if mhz else "")]
-            if title == CHECKS_TITLE:
-                parts += ["", CHECKS_NOTE]
-            if title == DISTURBANCE_TITLE:
-                parts += ["", DISTURBANCE_NOTE]
-                parts += [f"\n![{name}]({name})" for name in HOST_PLOTS if name in run.plots]
-    placed: set[str] = set(HOST_PLOTS)
-    for section in experiment_sections(run):
-        parts += ["", f"## {section.title}", "", _markdown(section.header, section.rows)]
-        parts += ["", section.note] if section.note else []
-        parts += [f"\n![{name}]({name})" for name in section.plots if name in run.plots]
-        placed.update(section.plots)
-    parts += [f"\n![{name}]({name})" for name in run.plots if name not in placed]
-    if run.notes:  # last: rendering the sections above can add some
-        parts += ["", "## Analysis notes", "", *[f"- {note}" for note in run.notes]]
-    return "\n".join(parts) + "\n"
-
-
-HTML_STYLE = """
-body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1200px;
-       color: #222; padding: 0 1em; }
-table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 12px; }
-th, td { border: 1px solid #ccc; padding: 3px 7px; text-align: right; }
-th { background: #f2f2f2; } td:first-child, th:first-child { text-align: left; }
-img { max-width: 100%; border: 1px solid #eee; margin: 0.5em 0; }
-.note { color: #555; max-width: 60em; }
-"""
-
-
-def _html_table(header: list[str], body: list[list[str]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
-                   for row in body)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
-
-
-def render_html(run: RunData, folder: Path) -> str:
-    """One file that opens offline: tables inline, plots as data URIs."""
-    meta = run.metadata
-    title = f"ipcbench run: {meta.get('suite', '?')}"
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
-             f"</title><style>{HTML_STYLE}</style></head><body><h1>{html.escape(title)}</h1>",
-             f"<p>Started {html.escape(str(meta.get('started', '?')))}, finished "
-             f"{html.escape(str(meta.get('finished', '?')))}; code "
-             f"{html.escape(str(meta.get('git_commit') or 'unknown'))}.</p>",
-             f"<p>{html.escape(disturbance_text(run))}.</p>",
-             "<h2>Machine</h2>",
-             _html_table(["key", "value"],
-                         [[k, str(v)] for k, v in meta.get("machine", {}).items()]),
-             f"<p class='note'>{html.escape(CROSS_CPU_NOTE)}</p>"]
-    for name, (header, body) in sections(run):
-        if body:
-            parts += [f"<h2>{html.escape(name)}</h2>", _html_table(header, body)]
-            if name == "Cost model":
-                parts.append(f"<p class='note'>{html.escape(MODEL_NOTE)}</p>")
-            if name == CHECKS_TITLE:
-                parts.append(f"<p class='note'>{html.escape(CHECKS_NOTE)}</p>")
-            if name == DISTURBANCE_TITLE:
-                parts.append(f"<p class='note'>{html.escape(DISTURBANCE_NOTE)}</p>")
-                parts += [_html_figure(folder, p) for p in HOST_PLOTS if p in run.plots]
-    placed: set[str] = set(HOST_PLOTS)
-    for section in experiment_sections(run):
-        parts += [f"<h2>{html.escape(section.title)}</h2>",
-                  _html_table(section.header, section.rows)]
-        if section.note:
-            parts.append(f"<p class='note'>{html.escape(section.note)}</p>")
-        parts += [_html_figure(folder, name) for name in section.plots if name in run.plots]
-        placed.update(section.plots)
+    placed = {name for section in sections for name in section.plots}
     rest = [name for name in run.plots if name not in placed]
     if rest:
-        parts.append("<h2>Plots</h2>")
-    parts += [_html_figure(folder, name) for name in rest]
-    if run.notes:
-        parts += ["<h2>Analysis notes</h2>", "<ul>", *[f"<li>{html.escape(note)}</li>"
-                                                       for note in run.notes], "</ul>"]
-    return "\n".join(parts) + "\n</body></html>\n"
+        sections.append(Section("Plots", [], [], plots=rest, summary=False))
+    return _report(run, sections)
 
 
-def _html_figure(folder: Path, name: str) -> str:
-    data = base64.b64encode((folder / name).read_bytes()).decode()
-    return (f"<figure><img alt='{html.escape(name)}' src='data:image/png;base64,{data}'>"
-            f"<figcaption>{html.escape(name)}</figcaption></figure>")
+def model_report(run: RunData) -> Report:
+    """What ``ipcbench fit`` prints: the cost model's sections alone."""
+    return _report(run, cost_model_sections(run))
 
 
-def write_report(run: RunData, folder: Path) -> None:
-    """``report.md`` (plots linked) and ``report.html`` (plots inlined)."""
-    (folder / "report.md").write_text(render_markdown(run))
-    (folder / "report.html").write_text(render_html(run, folder))
-
-
-VERDICT_STYLE = {"failed": "bold red", "slower": "bold red", "faster": "green", "same": "",
-                 "underpowered": "yellow", "unknown": "yellow"}
-
-
-def print_comparison(result: Comparison, base: str, new: str, console: Console) -> None:
-    how = "paired workers, " if result.paired else ""
-    how += "each batch over its reference, " if result.normalized else ""
-    if result.families:
-        console.print(_verdict_table(
-            f"The gate: each transport's timed cases together, {new} against {base} "
-            f"({how}one value per pass of workers)", result.families))
-    console.print(_verdict_table(f"Each case, {new} against {base} ({how}largest changes "
-                                 "first)", result.verdicts))
-    for line in comparison_summary(result):
-        console.print(line)
-
-
-def _verdict_table(title: str, verdicts: list[Verdict]) -> Table:
-    table = Table(title=title, title_justify="left")
-    table.add_column("case", overflow="fold")
-    for name in ("base", "new", "change", "detectable", "q (BH)"):
-        table.add_column(name, justify="right", no_wrap=True)
-    table.add_column("verdict", no_wrap=True)
-    table.add_column("why", max_width=32)
-    for v in verdicts:
-        table.add_row(v.case, _with_unit(v.base_median, v.unit), _with_unit(v.new_median, v.unit),
-                      "-" if math.isnan(v.ratio) else f"{v.ratio - 1:+.1%}",
-                      _detectable(v.detectable),
-                      "-" if math.isnan(v.q_value) else f"{v.q_value:.2g}",
-                      f"[{VERDICT_STYLE[v.verdict]}]{v.verdict}[/]" if VERDICT_STYLE[v.verdict]
-                      else v.verdict, v.reason)
-    return table
-
-
-def _detectable(change: float) -> str:
-    if math.isnan(change) or math.isinf(change):
-        return "-"
-    return ">1000%" if change > 10 else f"{change:.1%}"
-
-
-def comparison_summary(result: Comparison) -> list[str]:
-    verdicts = result.verdicts
-    counts = {k: sum(v.verdict == k for v in verdicts) for k in VERDICT_STYLE}
-    lines = []
-    if result.families:
-        slower = [v.case.split(":")[0] for v in result.families if v.verdict == "slower"]
-        able = [v.case.split(":")[0] for v in result.families
-                if v.detectable <= result.threshold]
-        lines.append(f"the gate: {', '.join(slower) or 'no transport'} slower; "
-                     f"{len(able)} of {len(result.families)} transports could have caught "
-                     f"{result.threshold:.0%} ({', '.join(able) or 'none'})")
-    lines += [", ".join(f"{n} {k}" for k, n in counts.items()) + " (cases)",
-              f"{result.powered()} of {len(verdicts)} cases could have caught a change of "
-              f"{result.threshold:.0%} alone (detectable: the change found with {POWER:.0%} "
-              f"power at the level Benjamini-Hochberg applied, FDR {FDR:.0%})"]
-    if not math.isnan(result.reference_change):
-        moved = result.reference_change
-        lines.append(f"the machine reference moved {moved:+.1%} between the runs"
-                     + ("" if result.normalized or abs(moved) < result.threshold / 2 else
-                        ": the host was in another state; --normalize judges each case "
-                        "against it"))
-    return lines
-
-
-def _with_unit(value: float, unit: str) -> str:
-    if value is None or math.isnan(value):
-        return "-"
-    if unit == "ns":
-        return f"{_us(value)} us"
-    if unit in ("bytes", "bytes-shared"):
-        return f"{value / 1024:.0f} KiB"
-    return f"{value:.4g} {unit}"
-
-
-def print_findings(findings: list[Finding], console: Console) -> None:
-    table = Table(title="ipcbench doctor", title_justify="left")
-    for name in ("", "topic", "finding"):
-        table.add_column(name)
-    marks = {"ok": "[green]ok[/]", "note": "[cyan]note[/]", "attention": "[bold red]fix[/]"}
-    for f in findings:
-        table.add_row(marks[f.level], f.topic, f.text)
-    console.print(table)
-
-
-def print_history(table: pd.DataFrame, points: list[ChangePoint], console: Console) -> None:
-    flagged: dict[str, list[ChangePoint]] = {}
-    for point in points:
-        flagged.setdefault(point.name, []).append(point)
-    out = Table(title=f"History: {table.run_id.nunique()} runs, {len(points)} change points",
-                title_justify="left")
-    for name in ("case", "runs", "first", "last", "trend", "change points"):
-        out.add_column(name, justify="left" if name in ("case", "change points") else "right")
-    for name, rows in table.groupby("name", sort=True):
-        first, last = rows["median"].iloc[0], rows["median"].iloc[-1]
-        unit = str(rows.unit.iloc[0]) if "unit" in rows else "ns"
-        marks = "; ".join(f"{p.run_id}: {p.after / p.before - 1:+.1%} (z {p.z:+.1f})"
-                          for p in flagged.get(name, []))
-        out.add_row(name, str(len(rows)), _with_unit(first, unit), _with_unit(last, unit),
-                    f"{last / first - 1:+.1%}" if first else "-",
-                    f"[bold red]{marks}[/]" if marks else "")
-    console.print(out)
+def _report(run: RunData, sections: list[Section]) -> Report:
+    meta = run.metadata
+    return Report(
+        title=f"ipcbench run: {meta.get('suite', '?')}",
+        facts=f"Started {meta.get('started', '?')}, finished {meta.get('finished', '?')}; "
+              f"code {meta.get('git_commit') or 'unknown'}.",
+        disturbance=disturbance_text(run),
+        machine=[[k, str(v)] for k, v in meta.get("machine", {}).items()],
+        intro=INTRO,
+        sections=[s for s in sections if s.rows or s.plots],
+        notes=list(run.notes),  # last: building the sections can add some
+    )

@@ -67,7 +67,8 @@ class RunData:
         for result in self.measured():
             case = asdict(result.case)
             for w, worker in enumerate(result.workers):
-                batches = worker.batches or [None] * len(worker.values)
+                batches: list[BatchRecord | None] = [*worker.batches] or \
+                    [None] * len(worker.values)
                 for b, (value, batch) in enumerate(zip(worker.values, batches, strict=True)):
                     rows.append({**case, "worker": w, "batch": b, "loops": worker.loops,
                                  "value": value, **dict.fromkeys(COUNTER_COLUMNS, np.nan),

@@ -24,6 +24,11 @@ import pandas as pd
 from harness.errors import UsageError
 from harness.records import BATCH_COLUMNS, COUNTER_COLUMNS, KEY_COLUMNS, Case
 
+# The run folder's format. Raise it when a file changes shape, and teach ``read`` to
+# bring the older format up to date: a stored folder of every earlier format
+# (tests/data) must load, refit, render and compare in every later version. Folders
+# written before the format was versioned carry none: they are format 1.
+FORMAT_VERSION = 1
 FILES = ("metadata.json", "results.csv", "samples.csv")
 DEFAULTED = ("unit", "variant", "level", "seed", "duration_s")  # newer than some runs
 CASE_COLUMNS = [*KEY_COLUMNS, "metric", "unit", "topology", "working_set", "sched_batch",
@@ -89,6 +94,13 @@ def read_metadata(path: Path) -> dict[str, Any]:
         raise UsageError(f"{path}: unreadable ({_why(exc)})") from None
     if not isinstance(data, dict):
         raise UsageError(f"{path}: not a JSON object (a {type(data).__name__})")
+    version = data.get("format_version", 1)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise UsageError(f"{path}: \"format_version\" is {version!r}, not a format number")
+    if version > FORMAT_VERSION:
+        raise UsageError(f"{path}: written in run folder format {version} by a newer "
+                         f"ipcbench; this one reads formats 1 to {FORMAT_VERSION} (upgrade "
+                         "ipcbench to read it)")
     machine = data.get("machine")
     if not isinstance(machine, dict) or not isinstance(machine.get("machine_id"), str | int) \
             or isinstance(machine.get("machine_id"), bool) or machine.get("machine_id") == "":

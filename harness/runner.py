@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -15,6 +14,7 @@ from harness.cleanup import WORKER_MODULE
 from harness.counters import LifeWindow
 from harness.disturbance import mark
 from harness.ipcnames import journal_path
+from harness.protocol import Reply, Task
 from harness.records import PROBE, Case, CaseResult, Settings, WorkerResult
 
 WORKER_STARTUP_S = 30.0
@@ -111,10 +111,8 @@ class Runner:
 
     def _worker(self, cases: list[Case], python: str = sys.executable) -> list[WorkerResult]:
         timeout = worker_wait(self.settings, cases[0])
-        task = {"cases": [asdict(c) for c in cases], "settings": asdict(self.settings),
-                "prefix": self.prefix,
-                "journal": str(journal_path(self.prefix)), "runner_pid": os.getpid(),
-                "cpus": self.cpus}
+        task = Task(cases, self.settings, self.prefix, str(journal_path(self.prefix)),
+                    os.getpid(), self.cpus)
         # ``--run`` is for ``ipcbench cleanup``, which finds strays by command line.
         command = [python, "-I", "-m", WORKER_MODULE, "--run", self.prefix]
         # A probe times no batches of its own: its worker's whole life is its window.
@@ -129,7 +127,7 @@ class Runner:
             if window is not None:
                 window.close()
 
-    def _run_worker(self, command: list[str], task: dict, timeout: float
+    def _run_worker(self, command: list[str], task: Task, timeout: float
                     ) -> list[WorkerResult]:
         try:
             proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -138,7 +136,7 @@ class Runner:
             raise WorkerError(f"cannot start a worker ({exc.strerror or exc})") from None
         self._active = proc
         try:
-            out, err = proc.communicate(json.dumps(task), timeout=timeout)
+            out, err = proc.communicate(task.to_json(), timeout=timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.communicate()
@@ -150,13 +148,13 @@ class Runner:
         finally:
             self._active = None
         try:
-            data = json.loads(out)
-        except json.JSONDecodeError:
+            reply = Reply.from_json(out)
+        except ValueError:  # JSONDecodeError too: a worker that died before its reply
             last = (err.strip().splitlines() or ["no output"])[-1]
             raise WorkerError(f"worker exited {proc.returncode}: {last}") from None
-        if "error" in data:
-            raise WorkerError(data["error"])
-        return [WorkerResult.from_dict(result) for result in data["results"]]
+        if reply.error:
+            raise WorkerError(reply.error)
+        return reply.results
 
     def abort(self) -> None:
         """Stop the worker in flight; its servers follow it (PR_SET_PDEATHSIG)."""

@@ -14,9 +14,7 @@ import pandas as pd
 
 from harness.fit import Fit, ols
 from harness.records import Case
-from harness.stats import bootstrap_medians, interval, seeded_rng, sensitivity
-
-Estimate = tuple[float, float, float]  # value, ci_low, ci_high
+from harness.stats import Estimate, bootstrap_medians, interval, seeded_rng, sensitivity
 
 
 def host_adjusted(samples: pd.DataFrame) -> pd.DataFrame:
@@ -64,8 +62,7 @@ def median_draws(rows: pd.DataFrame, label: str) -> np.ndarray:
 
 
 def estimate(point: float, draws: np.ndarray) -> Estimate:
-    low, high = interval(draws)
-    return float(point), low, high
+    return Estimate(float(point), *interval(draws))
 
 
 def worker_points(rows: pd.DataFrame, by: list[str]) -> pd.DataFrame:

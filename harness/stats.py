@@ -9,8 +9,23 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
+
+
+class Estimate(NamedTuple):
+    """A value with its 95% interval (nan bounds: no interval)."""
+
+    value: float
+    low: float
+    high: float
+
+    @classmethod
+    def bare(cls, value: float) -> Estimate:
+        """A value the run gives no interval for."""
+        return cls(float(value), np.nan, np.nan)
+
 
 CONFIDENCE = 0.95
 BOOTSTRAP_RESAMPLES = 2000

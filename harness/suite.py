@@ -140,7 +140,8 @@ def _settings(table: Any) -> Settings:
             else type(value) is want
         if not ok:
             raise ValueError(f"settings.{key}: expected a {want.__name__}, got {value!r}")
-    settings = Settings(**{k: (float(v) if known[k].type == "float" else v)
-                           for k, v in table.items()})
+    values: dict[str, Any] = {k: (float(v) if known[k].type == "float" else v)
+                              for k, v in table.items()}
+    settings = Settings(**values)
     settings.check()
     return settings

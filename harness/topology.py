@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 from harness.records import Case
 from harness.supervisor import Supervisor
@@ -69,7 +70,7 @@ def chain(case: Case, sup: Supervisor) -> Setup:
     for _ in range(case.k - 1):
         downstream = nearest
         nearest = sup.start(transport, case.payload_bytes,
-                            lambda d=downstream: forwarder(d), handoff=[downstream])
+                            partial(forwarder, downstream), handoff=[downstream])
     return _through(nearest, case, messages=_messages(case, 2 * case.k))
 
 
@@ -88,7 +89,12 @@ def fanout(case: Case, sup: Supervisor) -> Setup:
                 recv()
 
     checks = [round_trip_check(channel, case.payload_bytes) for channel in channels]
-    return Setup(ask_all, None, request, lambda: [check() for check in checks],
+
+    def check_all() -> None:
+        for check in checks:
+            check()
+
+    return Setup(ask_all, None, request, check_all,
                  messages=_messages(case, 2 * case.k))
 
 
@@ -97,7 +103,7 @@ def ring(case: Case, sup: Supervisor) -> Setup:
     transport = get_transport(case.transport)
     links = [sup.open(transport, case.payload_bytes) for _ in range(case.k)]
     for i in range(1, case.k):
-        sup.spawn(lambda i=i: _relay_body(links, i, case.working_set),
+        sup.spawn(partial(_relay_body, links, i, case.working_set),
                   keep_links=(links[i - 1], links[i]))
     first, last = _ring_ends(sup, links)
     send, _ = first.timed_ops()
@@ -134,14 +140,11 @@ def loopback(case: Case, sup: Supervisor) -> Setup:
     sup.take(receiver)
     send, _ = sender.timed_ops()
     _, receive = receiver.timed_ops()
+    if receive is None:  # every transport that forms a loopback receives in the loop
+        raise RuntimeError(f"{case.transport}: a loopback's receiving end has no receive")
     recv = receive
     if case.working_set:  # the same-process overhead of a ring hop that touches W bytes
-        touch = working_set_toucher(case.working_set)
-
-        def recv() -> Buffer:
-            token = receive()
-            touch(1)
-            return token
+        recv = _touching(receive, working_set_toucher(case.working_set))
 
     def check() -> None:
         request = os.urandom(case.payload_bytes)
@@ -149,6 +152,15 @@ def loopback(case: Case, sup: Supervisor) -> Setup:
         expect_same(receiver.recv(), request)
 
     return Setup(send, recv, sender.prepare(os.urandom(case.payload_bytes)), check, messages=1)
+
+
+def _touching(receive: Recv, touch: Callable[[int], object]) -> Recv:
+    def recv() -> Buffer:
+        token = receive()
+        touch(1)
+        return token
+
+    return recv
 
 
 def compute(case: Case, sup: Supervisor) -> Setup:

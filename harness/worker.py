@@ -7,13 +7,13 @@ servers they fork inherit that small image.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
 
 from harness.counters import CaseCounters, Counters
 from harness.names import NameSource
+from harness.protocol import Reply, Task
 from harness.records import PROBE, BatchRecord, Case, Settings, WorkerResult
 from harness.reference import PipeReference
 from harness.supervisor import Supervisor
@@ -106,12 +106,11 @@ def run_probe(cases: list[Case], settings: Settings, names: NameSource) -> list[
 
 
 def main() -> int:
-    task = json.loads(sys.stdin.read())
-    die_with_parent(task["runner_pid"])
-    os.sched_setaffinity(0, task["cpus"])
-    names = NameSource(f"{task['prefix']}{os.getpid()}-", task["journal"])
-    cases = [Case.from_dict(c) for c in task["cases"]]
-    settings = Settings(**task["settings"])
+    task = Task.from_json(sys.stdin.read())
+    die_with_parent(task.runner_pid)
+    os.sched_setaffinity(0, task.cpus)
+    names = NameSource(f"{task.prefix}{os.getpid()}-", task.journal)
+    cases, settings = task.cases, task.settings
     try:
         if cases[0].topology == PROBE:
             results = run_probe(cases, settings, names)
@@ -119,9 +118,9 @@ def main() -> int:
             [case] = cases
             results = [run_case(case, settings, names)]
     except Exception as exc:
-        print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
+        print(Reply([], f"{type(exc).__name__}: {exc}").to_json())
         return 1
-    print(json.dumps({"results": [r.to_dict() for r in results]}))
+    print(Reply(results).to_json())
     return 0
 
 

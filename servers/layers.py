@@ -20,7 +20,6 @@ bytes it processes: what enters it on a write, what leaves it on a read.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import struct
 import zlib
@@ -30,7 +29,16 @@ from time import perf_counter_ns
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from servers.transports.base import Buffer, Channel, Link, PeerGone, Transport, close_fds
+from servers.transports.base import (
+    Buffer,
+    Channel,
+    Link,
+    Names,
+    PeerGone,
+    Transport,
+    close_fds,
+)
+from servers.transports.pipe import DEFAULT_PIPE_SIZE, PipeLink
 
 Down = Callable[[bytes], bytes]
 
@@ -133,15 +141,15 @@ class PageCache(Layer):
     def serve(self, op: int, request: bytes) -> bytes:
         if op == WRITE_FILE:
             name, at = split_name(request, 1)
-            data = memoryview(request)[at:]
+            body = memoryview(request)[at:]
             old = self.sizes.get(name, 0)
             for index in range(-(-old // self.block)):
                 self.pages.pop((name, index), None)
-            for index, start in enumerate(range(0, len(data), self.block)):
-                self.pages[name, index] = bytes(data[start:start + self.block])
-            self.sizes[name] = len(data)
+            for index, start in enumerate(range(0, len(body), self.block)):
+                self.pages[name, index] = bytes(body[start:start + self.block])
+            self.sizes[name] = len(body)
             self.dirty[name] = None
-            self.bytes[0] += len(data)
+            self.bytes[0] += len(body)
             return b""
         if op == SYNC:
             for name in self.dirty:
@@ -233,9 +241,9 @@ class Transform(Layer):
 
     def serve(self, op: int, request: bytes) -> bytes:
         if op == WRITE:
-            data = memoryview(request)[1:]
-            self.bytes[0] += len(data)
-            return self.call(b"W" + self.forward(data))
+            body = memoryview(request)[1:]
+            self.bytes[0] += len(body)
+            return self.call(b"W" + self.forward(body))
         if op == READ:
             data = self.inverse(self.call(request))
             self.bytes[1] += len(data)
@@ -293,13 +301,13 @@ class Driver(Layer):
 
     def serve(self, op: int, request: bytes) -> bytes:
         if op == WRITE:
-            data = memoryview(request)[1:]
+            body = memoryview(request)[1:]
             done = 0
-            while done < len(data):
-                done += os.pwrite(self.fd, data[done:], self.end + done)
-            address = ADDRESS.pack(self.end, len(data))
-            self.end += len(data)
-            self.bytes[0] += len(data)
+            while done < len(body):
+                done += os.pwrite(self.fd, body[done:], self.end + done)
+            address = ADDRESS.pack(self.end, len(body))
+            self.end += len(body)
+            self.bytes[0] += len(body)
             return address
         if op == READ:
             offset, length = ADDRESS.unpack_from(request, 1)
@@ -378,7 +386,6 @@ class StackClient:
 # -- the server form: variable-size frames over a pair of pipes ---------------------------
 
 FRAME = struct.Struct("<IB")  # body length, status (0 ok, 1 the body is an error message)
-DEFAULT_PIPE_SIZE = 64 << 10
 
 
 class FramedChannel(Channel):
@@ -454,37 +461,11 @@ class FramedChannel(Channel):
         close_fds(*(fd for fd in fds if fd >= 0))
 
 
-class FramedPipeLink(Link):
-    def __init__(self, frame_bytes: int) -> None:
-        self._frame = frame_bytes
-        self._c2s, self._s2c = os.pipe(), os.pipe()
-        if frame_bytes > DEFAULT_PIPE_SIZE:  # a record in one piece, not one wake-up per 64 KiB
-            for r, _ in (self._c2s, self._s2c):
-                try:
-                    fcntl.fcntl(r, fcntl.F_SETPIPE_SZ, frame_bytes)
-                except OSError:
-                    pass  # above pipe-max-size: frames cross in pieces, still intact
-
-    def client(self) -> Channel:
-        close_fds(self._c2s[0], self._s2c[1])
-        return FramedChannel(self._s2c[0], self._c2s[1], self._frame)
-
-    def server(self) -> Channel:
-        close_fds(self._c2s[1], self._s2c[0])
-        return FramedChannel(self._c2s[0], self._s2c[1], self._frame)
-
-    def loopback(self) -> tuple[Channel, Channel]:
-        return (FramedChannel(self._s2c[0], self._c2s[1], self._frame),
-                FramedChannel(self._c2s[0], self._s2c[1], self._frame))
-
-    def close(self) -> None:
-        close_fds(*self._c2s, *self._s2c)
-
-
 class FramedPipe(Transport):
-    """Pipes carrying frames of any size: what one layer server speaks to the next."""
+    """The registry's pipes (``PipeLink``), carrying frames of any size: what one layer
+    server speaks to the next. ``payload`` sizes the pipes for the largest record."""
 
     name = "pipe"
 
-    def open(self, names: Callable[[str], str], payload: int, timeout: float) -> Link:
-        return FramedPipeLink(payload)
+    def open(self, names: Names, payload: int, timeout: float) -> Link:
+        return PipeLink(payload, FramedChannel)

@@ -59,24 +59,27 @@ def ipcbench(*args: str, cwd: Path | None = None, timeout: float = 300,
                           text=True, cwd=cwd, timeout=timeout, env={**os.environ, "COLUMNS": "160"})
 
 
-def run_worker(case: dict | list[dict], settings: dict | None = None) -> dict:
+def run_worker(case: dict | list[dict], settings: dict | None = None, prefix: str = "",
+               env: dict[str, str] | None = None) -> dict:
     """Run one case (or a probe's cases) in a real worker process, as the runner does.
 
     Returns the case's result, or for a list of cases ``{metric: result}``.
     """
-    import json
+    from harness.protocol import Reply, Task
+    from harness.records import Case, Settings
 
     cases = case if isinstance(case, list) else [case]
-    task = {"cases": cases, "settings": settings or {"workers": 1, "batches": 2, "warmups": 0,
-                                                  "batch_ms": 5.0, "timeout_s": 5.0},
-            "prefix": f"ipcb-{os.getpid()}-test-", "journal": os.devnull,
-            "runner_pid": os.getpid(), "cpus": sorted(os.sched_getaffinity(0))}
-    done = subprocess.run([sys.executable, "-I", "-m", "harness.worker"], input=json.dumps(task),
-                          capture_output=True, text=True, timeout=120)
+    task = Task([Case.from_dict(c) for c in cases],
+                Settings(**(settings or {"workers": 1, "batches": 2, "warmups": 0,
+                                         "batch_ms": 5.0, "timeout_s": 5.0})),
+                prefix or f"ipcb-{os.getpid()}-test-", os.devnull, os.getpid(),
+                sorted(os.sched_getaffinity(0)))
+    done = subprocess.run([sys.executable, "-I", "-m", "harness.worker"], input=task.to_json(),
+                          capture_output=True, text=True, timeout=120, env=env)
     assert done.stdout, done.stderr
-    result = json.loads(done.stdout)
-    assert "error" not in result, result
+    reply = Reply.from_json(done.stdout)
+    assert not reply.error, reply.error
+    results = [r.to_dict() for r in reply.results]
     if isinstance(case, list):
-        return {c.get("metric", "round_trip"): r
-                for c, r in zip(cases, result["results"], strict=True)}
-    return result["results"][0]
+        return {c.get("metric", "round_trip"): r for c, r in zip(cases, results, strict=True)}
+    return results[0]

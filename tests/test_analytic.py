@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from harness import analytic as an
+from bench import analytic as an
 from harness.cli import main
 
 from .helpers import ipcbench

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
 import pytest
 
 from harness import cli
+from harness.runfolder import FORMAT_VERSION
 
 from .helpers import TINY_SUITE, ipcbench, write_suite
 from .test_compare import make_run
@@ -34,6 +36,11 @@ def with_value(path: Path, line: int, column: str, text: str) -> None:
     path.write_text("".join(lines))
 
 
+def with_metadata(folder: Path, **values: object) -> None:
+    path = folder / "metadata.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **values}))
+
+
 # Each damage, and the words the one line must hold (the file, and where in it).
 DAMAGES = {
     "nan value": (lambda f: with_value(f / "samples.csv", 5, "value", "nan"),
@@ -56,6 +63,10 @@ DAMAGES = {
                                  "metadata.json: needs a \"machine\""),
     "unknown status": (lambda f: with_value(f / "results.csv", 2, "status", "great"),
                        "results.csv line 2: status is 'great'"),
+    "future format": (lambda f: with_metadata(f, format_version=FORMAT_VERSION + 1),
+                      f"written in run folder format {FORMAT_VERSION + 1} by a newer ipcbench"),
+    "format not a number": (lambda f: with_metadata(f, format_version="2"),
+                            "\"format_version\" is '2', not a format number"),
 }
 
 

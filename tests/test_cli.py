@@ -240,7 +240,7 @@ def test_kill_9_then_cleanup_leaves_nothing(tmp_path, slow_run):
     queue_name = f"/{prefix}0-2-mq-c2s"
     posix_ipc.MessageQueue(queue_name, posix_ipc.O_CREX, mode=0o600, max_messages=2,
                            max_message_size=64).close()
-    journal_path(prefix).write_text(f"{queue_name}\n")
+    journal_path(prefix).write_text(f"mq {queue_name}\n")
     # A probe's scratch folder (NameSource.scratch), as a SIGKILLed worker leaves it:
     folder = Path(tempfile.mkdtemp(prefix=f"{prefix}0-layers-", dir=scratch_root()))
     (folder / "device").write_bytes(b"x" * 4096)

@@ -25,14 +25,12 @@ from bench.probes.contention import (
     Fleet,
     SemLock,
     check_exclusive,
-    lindley,
     measure,
-    mm1_wait,
-    pk_wait,
     schedule,
     summarize,
     warm_up_ns,
 )
+from bench.queueing import lindley, mm1_wait, pk_wait
 from harness.experiment import ExperimentParams
 from harness.ipcnames import SHM_DIR
 from harness.names import NameSource
@@ -157,7 +155,7 @@ def test_pooled_weights_runs_by_their_requests():
 # --- the plan and bad suite input ----------------------------------------------------------
 
 def test_plan_covers_locks_variants_and_levels():
-    params = ExperimentParams(transports=("shm", "call"), modes=("busy", "kill"),
+    params = ExperimentParams.of(transports=("shm", "call"), modes=("busy", "kill"),
                               servers=(2,), levels=(0.3, 0.5), service_us=300.0)
     cases = EXPERIMENT.plan(params).runnable
     measurements = {(c.transport, c.variant, c.level) for c in cases}
@@ -191,7 +189,7 @@ def test_bad_suite_input_is_a_clear_error(table, message):
 
 def fake_samples(service_us: int, duration_s: float, rhos: tuple[float, ...]) -> pd.DataFrame:
     """Samples of an M/M/1 lock as the probe records them (times in ns), 3 workers."""
-    params = ExperimentParams(transports=("shm",), modes=("busy",), servers=(4,), levels=rhos,
+    params = ExperimentParams.of(transports=("shm",), modes=("busy",), servers=(4,), levels=rhos,
                               service_us=float(service_us), duration_s=duration_s)
     rows = []
     for case in EXPERIMENT.plan(params).runnable:
@@ -265,7 +263,7 @@ def test_kills_at_low_load_never_let_two_sources_hold_the_lock(names, no_child_l
 @pytest.mark.timeout(60)
 def test_a_lost_lock_fails_the_run_instead_of_hanging(names, no_child_left):
     # A semaphore nobody will ever post: every source times out, the watcher reports it.
-    sem = posix_ipc.Semaphore(names("lost"), posix_ipc.O_CREX, initial_value=0)
+    sem = posix_ipc.Semaphore(names("sem", "lost"), posix_ipc.O_CREX, initial_value=0)
     sem.unlink()
     books = Books.create([schedule(200.0, 100e3, 50_000_000, random.Random(1))
                           for _ in range(2)])
@@ -289,7 +287,7 @@ def test_a_lost_lock_fails_the_run_instead_of_hanging(names, no_child_left):
 @pytest.mark.timeout(60)
 def test_a_source_killed_from_outside_while_holding_is_recovered(names, no_child_left):
     # One source, one long hold: SIGKILL it mid-section; the watcher must release for it.
-    sem = posix_ipc.Semaphore(names("lock"), posix_ipc.O_CREX, initial_value=1)
+    sem = posix_ipc.Semaphore(names("sem", "lock"), posix_ipc.O_CREX, initial_value=1)
     sem.unlink()
     books = Books.create([[(0, 10**10)], [(1_000_000, 1000)]])  # a 10 s hold, then a short one
     go_r, go_w = os.pipe()

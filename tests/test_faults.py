@@ -7,11 +7,9 @@ The formulas and the model are checked on known numbers.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 from time import monotonic_ns
@@ -45,7 +43,7 @@ from servers.faults import (
 )
 
 from .conftest import shm_objects
-from .helpers import ipcbench, write_suite
+from .helpers import ipcbench, run_worker, write_suite
 
 SETTINGS = {"workers": 1, "batches": 2, "warmups": 0, "batch_ms": 5.0, "timeout_s": 5.0}
 
@@ -72,16 +70,10 @@ def inject(variant: str, transport: str = "pipe", servers: int = 3,
               "payload_bytes": 64, "k": servers, "topology": "probe", "metric": metric,
               "unit": unit, "variant": variant, "level": rate, "duration_s": duration_s}
              for metric, unit in METRICS.items()]
-    task = {"cases": cases, "settings": SETTINGS, "prefix": prefix, "journal": os.devnull,
-            "runner_pid": os.getpid(), "cpus": sorted(os.sched_getaffinity(0))}
-    done = subprocess.run([sys.executable, "-I", "-m", "harness.worker"], input=json.dumps(task),
-                          capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "FAULTS_TEST_MARK": mark})
-    result = json.loads(done.stdout or "{}")
-    assert "results" in result, (result, done.stderr)
+    results = run_worker(cases, SETTINGS, prefix, env={**os.environ, "FAULTS_TEST_MARK": mark})
     assert not marked(mark), "a server outlived its worker"
     assert not shm_objects(prefix)
-    return {c["metric"]: r["values"] for c, r in zip(cases, result["results"], strict=True)}
+    return {metric: r["values"] for metric, r in results.items()}
 
 
 @pytest.mark.parametrize(("variant", "transport"),
@@ -141,7 +133,7 @@ def apply(codec: Codec, service: Service, ident: int, payload: bytes) -> tuple[i
 
 def test_state_survives_the_process_and_a_retry_is_not_applied_twice(names):
     codec, message = Codec(16), b"m" * 16
-    area = StateArea(names("faults-test"), log_capacity=8)
+    area = StateArea(names("shm", "faults-test"), log_capacity=8)
     assert not shm_objects(names.prefix)  # unlinked at once: nothing can leak
     try:
         first = Service(16, area)
@@ -279,7 +271,7 @@ def test_mean_interval_resamples_workers():
 
 
 def test_plan_cases_and_bad_input():
-    params = ExperimentParams(transports=("pipe",), modes=("kill", "raise"), servers=(2, 4),
+    params = ExperimentParams.of(transports=("pipe",), modes=("kill", "raise"), servers=(2, 4),
                               crash_rate=10.0, duration_s=0.3)
     cases = EXPERIMENT.plan(params).runnable
     assert len(cases) == 2 * 2 * len(METRICS)
@@ -293,7 +285,7 @@ def test_plan_cases_and_bad_input():
            ({"duration_s": 0.01}, "duration_s: at least 0.04 s")]
     for change, message in bad:
         with pytest.raises(ValueError, match=message):
-            EXPERIMENT.plan(ExperimentParams(**change))
+            EXPERIMENT.plan(ExperimentParams.of(**change))
 
 
 def test_run_writes_table_plot_and_report(tmp_path: Path):

@@ -188,7 +188,7 @@ def test_stdlib_input_is_whole_files_in_a_fixed_order():
 
 @pytest.mark.parametrize("order", ORDERS)
 def test_probe_in_a_worker_reads_back_every_byte(order, clean):
-    cases = EXPERIMENT.plan(ExperimentParams(transports=("pipe",), modes=(order,),
+    cases = EXPERIMENT.plan(ExperimentParams.of(transports=("pipe",), modes=(order,),
                                              file_bytes=128 << 10)).runnable
     found = {m: r["values"][0] for m, r in run_worker([asdict(c) for c in cases]).items()}
     assert set(found) == set(metrics(order))
@@ -210,7 +210,7 @@ def test_plan_defaults_and_bad_input():
     keys = {(c.transport, c.variant, c.k) for c in plan.runnable}
     assert keys == {(t, o, 5) for t in TRANSPORTS for o in ORDERS}
     assert len(plan.runnable) == sum(len(metrics(o)) for o in ORDERS) * 2
-    plain = EXPERIMENT.plan(ExperimentParams(transports=("call",), modes=("plain",)))
+    plain = EXPERIMENT.plan(ExperimentParams.of(transports=("call",), modes=("plain",)))
     assert {c.k for c in plain.runnable} == {3}
     assert not any(c.metric.startswith(("zlib", "aead")) for c in plain.runnable)
     for table, match in (({"transports": ["shm"]}, "call and pipe, not 'shm'"),

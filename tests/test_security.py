@@ -209,7 +209,7 @@ def test_state_dir_of_another_user_is_refused(tmp_path, monkeypatch):
 def test_journal_is_a_private_regular_file(state):
     journal = state / "run-names"
     name = NameSource(dead_run(), journal)("shm")
-    assert journal.read_text() == f"{name}\n"
+    assert journal.read_text() == f"shm {name}\n"
     assert stat.S_IMODE(journal.stat().st_mode) == 0o600
 
 
@@ -331,10 +331,29 @@ def test_journal_speaks_only_for_its_own_runs_queues(state, queues):
     theirs = f"/{other}0-0-ab-mq-c2s"
     queues.append(theirs)
     make_queue(theirs)
-    journal_path(run).write_text(f"{theirs}\n")
+    journal_path(run).write_text(f"mq {theirs}\n")
     report = sweep(run)
     assert queue_exists(theirs) and not journal_path(run).exists()
     assert f"mq:{theirs}" not in report.removed
+
+
+def test_journal_names_only_what_it_declares(state, queues):
+    """Cleanup acts on a journal entry's declared kind, never on what a name looks like:
+    a queue named in a line without a kind (or with an unknown one) stays."""
+    run = dead_run()
+    plain, unknown, declared = (f"/{run}0-{i}-ab-mq-c2s" for i in range(3))
+    queues += [plain, unknown, declared]
+    for name in (plain, unknown, declared):
+        make_queue(name)
+    journal_path(run).write_text(f"{plain}\nfifo {unknown}\nmq {declared}\n")
+    report = sweep(run)
+    assert queue_exists(plain) and queue_exists(unknown)
+    assert not queue_exists(declared) and f"mq:{declared}" in report.removed
+
+
+def test_a_name_of_an_unknown_kind_is_refused(state):
+    with pytest.raises(ValueError, match="unknown IPC object kind"):
+        NameSource(dead_run())("fifo")
 
 
 def test_journal_symlink_is_ignored(state, tmp_path, queues):
@@ -343,7 +362,7 @@ def test_journal_symlink_is_ignored(state, tmp_path, queues):
     queues.append(mine)
     make_queue(mine)
     target = tmp_path / "names.txt"
-    target.write_text(f"{mine}\n")
+    target.write_text(f"mq {mine}\n")
     journal_path(run).symlink_to(target)
     sweep(run)
     assert queue_exists(mine) and target.exists()
@@ -356,7 +375,7 @@ def test_queue_of_another_user_is_kept(state, queues):
     queues += [theirs, mine]
     as_nobody(lambda: make_queue(theirs))
     make_queue(mine)
-    journal_path(run).write_text(f"{theirs}\n{mine}\n")
+    journal_path(run).write_text(f"mq {theirs}\nmq {mine}\n")
     report = sweep(run)
     assert queue_exists(theirs), "another user's queue was unlinked"
     assert not queue_exists(mine) and f"mq:{mine}" in report.removed
@@ -473,13 +492,13 @@ def test_names_have_a_random_part_that_is_not_in_argv():
     assert len(first.removeprefix(f"/{run}0-").removesuffix("-shm")) == 8  # 4 random bytes
 
 
-def squatting(name: str, source: NameSource) -> Callable[[str], str]:
+def squatting(name: str, source: NameSource) -> Callable[[str, str], str]:
     """A name source whose first name is ``name`` (taken by someone else)."""
     handed = []
 
-    def names(tag: str) -> str:
+    def names(kind: str, tag: str) -> str:
         handed.append(tag)
-        return name if len(handed) == 1 else source(tag)
+        return name if len(handed) == 1 else source(kind, tag)
 
     return names
 
@@ -525,7 +544,7 @@ def test_retries_give_up_after_a_few_names():
         raise FileExistsError(name)
 
     with pytest.raises(FileExistsError):
-        create_new(NameSource(dead_run()), "shm", make)
+        create_new(NameSource(dead_run()), "shm", "area", make)
     assert len(set(tried)) == len(tried) == CREATE_ATTEMPTS
 
 
@@ -585,7 +604,7 @@ def test_dry_run_removes_nothing(private_sweep, tmp_path, queues):
     queue = f"/{run}0-1-cd-mq-c2s"
     queues.append(queue)
     make_queue(queue)
-    journal_path(run).write_text(f"{queue}\n")
+    journal_path(run).write_text(f"mq {queue}\n")
     stage = tmp_path / stage_name(run)
     stage.mkdir()
     plant_record(stage_record(run), stage)

@@ -55,6 +55,13 @@ def test_only_selects_experiments(tmp_path):
         ("[experiments.latency]\ntransports = ['pipe']", "must include 'call'"),
         ("[experiments.payload]\ntransports = ['mq']\npayload_bytes = [1000000000000]",
          "more than any listed transport carries"),
+        # A list equal to the shared default is still the user's: checked, not replaced.
+        ("[experiments.contention]\ntransports = ['call', 'pipe', 'mq', 'shm', 'uds']",
+         "'pipe' is not a lock here"),
+        ("[experiments.faults]\ntransports = ['call', 'pipe', 'mq', 'shm', 'uds']",
+         "'call' cannot carry this experiment"),
+        ("[experiments.footprint]\nmodes = ['default']\nservers = [1, 2]",
+         "unknown mode 'default'"),
     ],
 )
 def test_bad_suites_raise_one_clear_error(tmp_path, text, message):

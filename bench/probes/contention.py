@@ -50,10 +50,11 @@ from typing import Protocol
 
 import posix_ipc
 
+from bench.queueing import lindley
 from harness.names import NameSource
 from harness.records import Case, Settings
 from servers.process import EXIT_ERROR, die_with_parent
-from servers.transports.base import create_new
+from servers.transports.base import Kind, create_new
 
 # Per source: state, pid, index of the request in hand. Per request: the times below.
 HEADER = 3
@@ -83,47 +84,11 @@ class ExclusionViolated(RuntimeError):
     """Two holds overlapped: the lock let two holders in, so no number of the run is valid."""
 
 
-# --- queueing formulas (the experiment and the tests use them too) ---------------------
-
-def mm1_wait(rho: float, service: float) -> float:
-    """M/M/1 mean wait in queue, rho/(mu - lambda), in the unit of ``service`` (1/mu)."""
-    if not 0 <= rho < 1:
-        raise ValueError(f"M/M/1 needs 0 <= rho < 1, not {rho}")
-    mu = 1.0 / service
-    return rho / (mu - rho * mu)
-
-
-def pk_wait(rate: float, mean: float, cv2: float) -> float:
-    """M/G/1 mean wait (Pollaczek-Khinchine): lambda E[S^2] / (2 (1 - rho)).
-
-    ``mean`` and ``1/rate`` share a unit; cv2 = Var S / E[S]^2 (1: exponential, 0: fixed).
-    """
-    rho = rate * mean
-    if not 0 <= rho < 1:
-        return float("inf")
-    return rate * mean * mean * (1 + cv2) / (2 * (1 - rho))
-
-
-def lindley(arrivals: Sequence[float], services: Sequence[float],
-            handoff: float = 0.0) -> list[float]:
-    """Waits at a FIFO lock fed these arrivals (sorted) and holds (Lindley's recursion).
-
-    A request that finds the lock held also waits ``handoff`` after the release
-    (the waiter's wake-up); one that finds it free takes it at once.
-    """
-    waits, wait = [], 0.0
-    for i, arrival in enumerate(arrivals):
-        if i:
-            wait = wait + services[i - 1] - (arrival - arrivals[i - 1])
-            wait = wait + handoff if wait > 0 else 0.0
-        waits.append(wait)
-    return waits
-
-
 def schedule(rate_hz: float, service_ns: float, duration_ns: int,
              rng: random.Random) -> list[tuple[int, int]]:
     """One source's requests: (arrival offset from t0, hold), ns; Poisson, exponential."""
-    plan, t = [], 0.0
+    plan: list[tuple[int, int]] = []
+    t = 0.0
     while True:
         t += rng.expovariate(rate_hz) * 1e9
         if t >= duration_ns:
@@ -178,9 +143,10 @@ class SemLock:
     def __init__(self, sem: posix_ipc.Semaphore) -> None:
         self.sem = sem
 
-    def acquire(self, timeout: float) -> bool:
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        wait = (None if timeout < 0 else timeout) if blocking else 0  # -1: for ever
         try:
-            self.sem.acquire(timeout)
+            self.sem.acquire(wait)
         except posix_ipc.BusyError:
             return False
         return True
@@ -189,8 +155,8 @@ class SemLock:
         self.sem.release()
 
 
-class Lock(Protocol):
-    def acquire(self, timeout: float) -> bool: ...
+class Lock(Protocol):  # threading.Lock's, which SemLock shares
+    def acquire(self, blocking: bool = ..., timeout: float = ...) -> bool: ...
     def release(self) -> None: ...
 
 
@@ -446,7 +412,7 @@ class Fleet:
 def run_processes(books: Books, names: NameSource, busy: bool, kill: bool, duration_ns: int,
                   timeout_s: float) -> tuple[int, Fleet]:
     """Run the sources as processes; t0 and the fleet (its kills and recoveries)."""
-    sem = create_new(names, "lock", partial(posix_ipc.Semaphore, flags=posix_ipc.O_CREX,
+    sem = create_new(names, Kind.SEM, "lock", partial(posix_ipc.Semaphore, flags=posix_ipc.O_CREX,
                                             initial_value=1), posix_ipc.ExistentialError)
     sem.unlink()  # the forks keep it mapped; nothing is left in /dev/shm
     go_r, go_w = os.pipe()

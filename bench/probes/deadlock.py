@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 
 from harness.names import NameSource
 from harness.records import Case, Settings
@@ -29,6 +30,7 @@ from servers.deadlock import (
     state_handler,
 )
 from servers.transports import Channel, get_transport
+from servers.transports.base import Buffer
 
 METRICS = {"detect_ns": "ns", "cycles_found": "count", "cycles_planted": "count",
            "exact": "ratio", "messages": "count"}
@@ -78,6 +80,11 @@ def measure(detect: Callable[[], Cycles], planted: Cycles, settings: Settings,
     return values, exact, len(found)
 
 
+
+def _handler(graph: LockGraph, server: int) -> Callable[[Buffer], Buffer]:
+    """Server ``server``'s handler, made in the server: its own state alone."""
+    return state_handler(graph.reply(server))
+
 def probe(cases: list[Case], settings: Settings, names: NameSource) -> dict[str, list[float]]:
     case = cases[0]
     graph = make_graph(case.k, case.variant, case.seed)
@@ -88,8 +95,7 @@ def probe(cases: list[Case], settings: Settings, names: NameSource) -> dict[str,
     else:
         with Supervisor(names, "same-cpu", timeout=settings.timeout_s) as sup:
             sup.pin_client()
-            channels = [sup.start(transport, PAYLOAD,
-                                  lambda s=s: state_handler(graph.reply(s)))
+            channels = [sup.start(transport, PAYLOAD, partial(_handler, graph, s))
                         for s in range(graph.servers)]
             # One timer around all repetitions, outside each detection's clock.
             with watchdog(settings.timeout_s * (settings.batches + 1)):

@@ -71,7 +71,7 @@ from servers.faults import (
     unpack,
 )
 from servers.transports import Channel, get_transport
-from servers.transports.base import PeerGone, PeerTimeout, create_new
+from servers.transports.base import Kind, PeerGone, PeerTimeout, create_new
 
 MODES = ("kill", "raise")
 PROBE_RATE = 250.0  # probes per second: sparse enough that an outage queues about one
@@ -171,7 +171,7 @@ class FaultLoad:
     # ---- servers -------------------------------------------------------------------
     def boot(self) -> None:
         for _ in range(self.n):
-            area = create_new(self.sup.names, "faults-state",
+            area = create_new(self.sup.names, Kind.SHM, "faults-state",
                               partial(StateArea, log_capacity=self.log_capacity),
                               posix_ipc.ExistentialError)
             self.slots.append(Slot(area))

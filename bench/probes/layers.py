@@ -14,6 +14,7 @@ import sysconfig
 from collections.abc import Iterator
 from contextlib import contextmanager
 from time import perf_counter_ns
+from typing import cast
 
 from harness.names import NameSource
 from harness.records import Case, Settings
@@ -46,7 +47,8 @@ def stdlib_files(limit: int = 0) -> list[tuple[str, bytes]]:
     bytes in all (0: every one). A sorted walk, files before subfolders: the same files
     in the same order every time, and it stops as soon as it has enough."""
     root = sysconfig.get_paths()["stdlib"]
-    files, total = [], 0
+    files: list[tuple[str, bytes]] = []
+    total = 0
     for folder, subfolders, names in os.walk(root):
         subfolders[:] = sorted(d for d in subfolders if d not in SKIP_FOLDERS)
         for name in sorted(names):
@@ -90,7 +92,8 @@ def open_stack(order: str, block: int, path: str, transport: str,
     for name in reversed(names):
         def handler(name: str = name, below: FramedChannel | None = below) -> Handler:
             layer = make_layer(name, block, path)  # in the server: the key never leaves it
-            return layer.bind(below.request).handle if below is not None else layer.handle
+            handle = layer.bind(below.request).handle if below is not None else layer.handle
+            return cast(Handler, handle)  # a framed channel hands it bytes, never a view
         channel = sup.start(framed, block + FRAME_SLACK, handler,
                             handoff=[below] if below is not None else [])
         assert isinstance(channel, FramedChannel)

@@ -26,6 +26,20 @@ Send = Callable[[Buffer], object]
 Recv = Callable[[], Buffer]
 
 
+class Kind:
+    """What an IPC name is given to. The journal records each name with its kind, and
+    ``harness.cleanup`` removes each kind its own way."""
+
+    SHM = "shm"  # POSIX shared memory: /dev/shm/NAME
+    SEM = "sem"  # POSIX named semaphore: /dev/shm/sem.NAME
+    MQ = "mq"  # POSIX message queue: found again through the journal alone
+
+
+KINDS = (Kind.SHM, Kind.SEM, Kind.MQ)
+# names(kind, tag): a fresh name under the run prefix, journaled with its kind first.
+Names = Callable[[str, str], str]
+
+
 class PeerGone(ConnectionError):
     """The other end closed or died (EOF, EPIPE)."""
 
@@ -127,21 +141,21 @@ class Transport(ABC):
         return None
 
     @abstractmethod
-    def open(self, names: Callable[[str], str], payload: int, timeout: float) -> Link:
-        """Create the kernel objects; ``names(tag)`` gives a unique IPC name."""
+    def open(self, names: Names, payload: int, timeout: float) -> Link:
+        """Create the kernel objects; ``names(kind, tag)`` gives a unique IPC name."""
 
 
-def create_new(names: Callable[[str], str], tag: str, make: Callable[[str], T],
+def create_new(names: Names, kind: str, tag: str, make: Callable[[str], T],
                taken: type[Exception] | tuple[type[Exception], ...] = FileExistsError) -> T:
-    """``make(name)`` for a fresh ``names(tag)``, and again under another name (another
+    """``make(name)`` for a fresh ``names(kind, tag)``, and again under another name (another
     random part) if that one is ``taken``: the run prefix is in argv, so another user
     may squat on names; a squatter costs a retry, not the case."""
     for _ in range(CREATE_ATTEMPTS - 1):
         try:
-            return make(names(tag))
+            return make(names(kind, tag))
         except taken:
             continue
-    return make(names(tag))
+    return make(names(kind, tag))
 
 
 def close_fds(*fds: int) -> None:

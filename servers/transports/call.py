@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from servers.transports.base import Buffer, Channel, Link, PeerGone, Recv, Send, Transport
+from servers.transports.base import (
+    Buffer,
+    Channel,
+    Link,
+    Names,
+    PeerGone,
+    Recv,
+    Send,
+    Transport,
+)
 
 Handler = Callable[[Buffer], Buffer]
 
@@ -60,5 +69,5 @@ class CallTransport(Transport):
     name = "call"
     in_process = True
 
-    def open(self, names: Callable[[str], str], payload: int, timeout: float) -> Link:
+    def open(self, names: Names, payload: int, timeout: float) -> Link:
         return CallLink(payload)

@@ -13,7 +13,9 @@ import posix_ipc
 from servers.transports.base import (
     Buffer,
     Channel,
+    Kind,
     Link,
+    Names,
     PeerTimeout,
     Placement,
     Recv,
@@ -107,7 +109,7 @@ class MqChannel(Channel):
 
 
 class MqLink(Link):
-    def __init__(self, names: Callable[[str], str], payload: int, timeout: float) -> None:
+    def __init__(self, names: Names, payload: int, timeout: float) -> None:
         self._payload = payload
         self._timeout = timeout
         size = max(payload, 1)
@@ -116,9 +118,9 @@ class MqLink(Link):
             return posix_ipc.MessageQueue(name, posix_ipc.O_CREX, mode=0o600,
                                           max_messages=QUEUE_DEPTH, max_message_size=size)
 
-        self._c2s = create_new(names, "mq-c2s", queue, posix_ipc.ExistentialError)
+        self._c2s = create_new(names, Kind.MQ, "c2s", queue, posix_ipc.ExistentialError)
         try:
-            self._s2c = create_new(names, "mq-s2c", queue, posix_ipc.ExistentialError)
+            self._s2c = create_new(names, Kind.MQ, "s2c", queue, posix_ipc.ExistentialError)
         except BaseException:
             self._c2s.unlink()
             self._c2s.close()
@@ -161,5 +163,5 @@ class MqTransport(Transport):
                     f"and queues_max ({limits.queues_max}) allow {allowed}")
         return None
 
-    def open(self, names: Callable[[str], str], payload: int, timeout: float) -> Link:
+    def open(self, names: Names, payload: int, timeout: float) -> Link:
         return MqLink(names, payload, timeout)

@@ -6,10 +6,12 @@ import fcntl
 import os
 from collections.abc import Callable
 
-from servers.transports.base import Channel, Link, Transport, close_fds
+from servers.transports.base import Channel, Link, Names, Transport, close_fds
 from servers.transports.stream import StreamChannel
 
-DEFAULT_PIPE_SIZE = 64 << 10
+DEFAULT_PIPE_SIZE = 64 << 10  # the kernel's default pipe buffer
+# What one end of a pipe pair speaks: (read fd, write fd, payload bytes) -> Channel.
+ChannelOver = Callable[[int, int, int], Channel]
 
 
 def pipe_max_size() -> int:
@@ -21,8 +23,12 @@ def pipe_max_size() -> int:
 
 
 class PipeLink(Link):
-    def __init__(self, payload: int) -> None:
+    """Two pipes, one per direction; ``channel`` is what each end speaks over them
+    (fixed frames here, the storage stack's variable frames in ``servers.layers``)."""
+
+    def __init__(self, payload: int, channel: ChannelOver = StreamChannel) -> None:
         self._payload = payload
+        self._channel = channel
         self._c2s = os.pipe()
         self._s2c = os.pipe()
         if payload > DEFAULT_PIPE_SIZE:
@@ -34,15 +40,15 @@ class PipeLink(Link):
 
     def client(self) -> Channel:
         close_fds(self._c2s[0], self._s2c[1])
-        return StreamChannel(self._s2c[0], self._c2s[1], self._payload)
+        return self._channel(self._s2c[0], self._c2s[1], self._payload)
 
     def server(self) -> Channel:
         close_fds(self._c2s[1], self._s2c[0])
-        return StreamChannel(self._c2s[0], self._s2c[1], self._payload)
+        return self._channel(self._c2s[0], self._s2c[1], self._payload)
 
     def loopback(self) -> tuple[Channel, Channel]:
-        return (StreamChannel(self._s2c[0], self._c2s[1], self._payload),
-                StreamChannel(self._c2s[0], self._s2c[1], self._payload))
+        return (self._channel(self._s2c[0], self._c2s[1], self._payload),
+                self._channel(self._c2s[0], self._s2c[1], self._payload))
 
     def close(self) -> None:
         close_fds(*self._c2s, *self._s2c)
@@ -56,5 +62,5 @@ class PipeTransport(Transport):
         # each: that measures chunking, not copying.
         return pipe_max_size()
 
-    def open(self, names: Callable[[str], str], payload: int, timeout: float) -> Link:
+    def open(self, names: Names, payload: int, timeout: float) -> Link:
         return PipeLink(payload)

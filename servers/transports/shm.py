@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import mmap
 import os
-from collections.abc import Callable
 from functools import partial
 
 import posix_ipc
@@ -17,7 +16,9 @@ import posix_ipc
 from servers.transports.base import (
     Buffer,
     Channel,
+    Kind,
     Link,
+    Names,
     PeerTimeout,
     Recv,
     Send,
@@ -90,13 +91,13 @@ class ShmChannel(Channel):
 
 
 class ShmLink(Link):
-    def __init__(self, names: Callable[[str], str], payload: int, timeout: float) -> None:
+    def __init__(self, names: Names, payload: int, timeout: float) -> None:
         self._payload = payload
         self._timeout = timeout
         taken = posix_ipc.ExistentialError
-        self._area = create_new(names, "shm", partial(SharedArea, size=payload), taken)
-        self._to_server = create_new(names, "sem-c2s", doorbell, taken)
-        self._to_client = create_new(names, "sem-s2c", doorbell, taken)
+        self._area = create_new(names, Kind.SHM, "area", partial(SharedArea, size=payload), taken)
+        self._to_server = create_new(names, Kind.SEM, "c2s", doorbell, taken)
+        self._to_client = create_new(names, Kind.SEM, "s2c", doorbell, taken)
 
     def _view(self) -> memoryview:
         return memoryview(self._area.map)[: self._payload]
@@ -131,5 +132,5 @@ class ShmTransport(Transport):
     def max_payload(self) -> int:
         return shm_capacity()
 
-    def open(self, names: Callable[[str], str], payload: int, timeout: float) -> Link:
+    def open(self, names: Names, payload: int, timeout: float) -> Link:
         return ShmLink(names, payload, timeout)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
 from functools import partial
 
 import posix_ipc
@@ -18,7 +17,9 @@ import posix_ipc
 from servers.transports.base import (
     Buffer,
     Channel,
+    Kind,
     Link,
+    Names,
     PeerTimeout,
     Placement,
     Transport,
@@ -74,10 +75,11 @@ class SpinChannel(Channel):
 
 
 class SpinLink(Link):
-    def __init__(self, names: Callable[[str], str], payload: int, timeout: float) -> None:
+    def __init__(self, names: Names, payload: int, timeout: float) -> None:
         self._payload = payload
         self._timeout = timeout
-        self._area = create_new(names, "spin", partial(SharedArea, size=DATA_OFFSET + payload),
+        self._area = create_new(names, Kind.SHM, "spin",
+                                partial(SharedArea, size=DATA_OFFSET + payload),
                                 posix_ipc.ExistentialError)
 
     def _channel(self, out_word: int, in_word: int) -> Channel:
@@ -118,5 +120,5 @@ class SpinTransport(Transport):
             return "busy polling needs two CPUs"
         return super().refuse(payload, placement, links)
 
-    def open(self, names: Callable[[str], str], payload: int, timeout: float) -> Link:
+    def open(self, names: Names, payload: int, timeout: float) -> Link:
         return SpinLink(names, payload, timeout)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import socket
 import struct
-from collections.abc import Callable
 
-from servers.transports.base import Channel, Link, Transport
+from servers.transports.base import Channel, Link, Names, Transport
 from servers.transports.stream import StreamChannel
 
 
@@ -60,5 +59,5 @@ class UdsTransport(Transport):
         except OSError:
             return 1 << 20
 
-    def open(self, names: Callable[[str], str], payload: int, timeout: float) -> Link:
+    def open(self, names: Names, payload: int, timeout: float) -> Link:
         return UdsLink(payload, timeout)

@@ -1,0 +1,115 @@
+"""What the other commands print at the terminal: comparisons, doctor's findings and the
+history's trend (the run's own summary is a renderer of its report: ``harness.renderers``).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+from harness import units
+from harness.compare import FDR, POWER, Comparison, Verdict
+from harness.doctor import Finding
+from harness.history import ChangePoint
+
+VERDICT_STYLE = {"failed": "bold red", "slower": "bold red", "faster": "green", "same": "",
+                 "underpowered": "yellow", "unknown": "yellow"}
+
+
+def print_comparison(result: Comparison, base: str, new: str, console: Console) -> None:
+    how = "paired workers, " if result.paired else ""
+    how += "each batch over its reference, " if result.normalized else ""
+    if result.families:
+        console.print(_verdict_table(
+            f"The gate: each transport's timed cases together, {new} against {base} "
+            f"({how}one value per pass of workers)", result.families))
+    console.print(_verdict_table(f"Each case, {new} against {base} ({how}largest changes "
+                                 "first)", result.verdicts))
+    for line in comparison_summary(result):
+        console.print(line)
+
+
+def _verdict_table(title: str, verdicts: list[Verdict]) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column("case", overflow="fold")
+    for name in ("base", "new", "change", "detectable", "q (BH)"):
+        table.add_column(name, justify="right", no_wrap=True)
+    table.add_column("verdict", no_wrap=True)
+    table.add_column("why", max_width=32)
+    for v in verdicts:
+        table.add_row(v.case, units.show(v.base_median, v.unit), units.show(v.new_median, v.unit),
+                      "-" if math.isnan(v.ratio) else f"{v.ratio - 1:+.1%}",
+                      _detectable(v.detectable),
+                      "-" if math.isnan(v.q_value) else f"{v.q_value:.2g}",
+                      f"[{VERDICT_STYLE[v.verdict]}]{v.verdict}[/]" if VERDICT_STYLE[v.verdict]
+                      else v.verdict, v.reason)
+    return table
+
+
+def _detectable(change: float) -> str:
+    if math.isnan(change) or math.isinf(change):
+        return "-"
+    return ">1000%" if change > 10 else f"{change:.1%}"
+
+
+def comparison_summary(result: Comparison) -> list[str]:
+    verdicts = result.verdicts
+    counts = {k: sum(v.verdict == k for v in verdicts) for k in VERDICT_STYLE}
+    lines = []
+    if result.families:
+        slower = [v.case.split(":")[0] for v in result.families if v.verdict == "slower"]
+        able = [v.case.split(":")[0] for v in result.families
+                if v.detectable <= result.threshold]
+        lines.append(f"the gate: {', '.join(slower) or 'no transport'} slower; "
+                     f"{len(able)} of {len(result.families)} transports could have caught "
+                     f"{result.threshold:.0%} ({', '.join(able) or 'none'})")
+    lines += [", ".join(f"{n} {k}" for k, n in counts.items()) + " (cases)",
+              f"{result.powered()} of {len(verdicts)} cases could have caught a change of "
+              f"{result.threshold:.0%} alone (detectable: the change found with {POWER:.0%} "
+              f"power at the level Benjamini-Hochberg applied, FDR {FDR:.0%})"]
+    if not math.isnan(result.reference_change):
+        moved = result.reference_change
+        lines.append(f"the machine reference moved {moved:+.1%} between the runs"
+                     + ("" if result.normalized or abs(moved) < result.threshold / 2 else
+                        ": the host was in another state; --normalize judges each case "
+                        "against it"))
+    return lines
+
+
+def summary_console() -> Console:
+    """The console for summaries: piped output would be cut to 80 columns, and the
+    tables read better whole."""
+    return Console() if sys.stdout.isatty() else Console(width=160)
+
+
+def print_findings(findings: list[Finding], console: Console) -> None:
+    table = Table(title="ipcbench doctor", title_justify="left")
+    for name in ("", "topic", "finding"):
+        table.add_column(name)
+    marks = {"ok": "[green]ok[/]", "note": "[cyan]note[/]", "attention": "[bold red]fix[/]"}
+    for f in findings:
+        table.add_row(marks[f.level], f.topic, f.text)
+    console.print(table)
+
+
+def print_history(table: pd.DataFrame, points: list[ChangePoint], console: Console) -> None:
+    flagged: dict[str, list[ChangePoint]] = {}
+    for point in points:
+        flagged.setdefault(point.name, []).append(point)
+    out = Table(title=f"History: {table.run_id.nunique()} runs, {len(points)} change points",
+                title_justify="left")
+    for name in ("case", "runs", "first", "last", "trend", "change points"):
+        out.add_column(name, justify="left" if name in ("case", "change points") else "right")
+    for name, rows in table.groupby("name", sort=True):
+        first, last = rows["median"].iloc[0], rows["median"].iloc[-1]
+        unit = str(rows.unit.iloc[0]) if "unit" in rows else "ns"
+        marks = "; ".join(f"{p.run_id}: {p.after / p.before - 1:+.1%} (z {p.z:+.1f})"
+                          for p in flagged.get(name, []))
+        out.add_row(name, str(len(rows)), units.show(first, unit), units.show(last, unit),
+                    f"{last / first - 1:+.1%}" if first else "-",
+                    f"[bold red]{marks}[/]" if marks else "")
+    console.print(out)

@@ -1,0 +1,67 @@
+"""Run folders stay readable: every stored format loads, refits, renders and compares.
+
+``tests/data/run-format-N`` are real run folders (metadata.json, results.csv and
+samples.csv) written by the version that introduced format N, from
+``tests/data/format-suite.toml``. A later version must read each of them.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from harness.results import RunData
+from harness.runfolder import FORMAT_VERSION
+
+from .helpers import ipcbench
+
+DATA = Path(__file__).parent / "data"
+STORED = sorted(DATA.glob("run-format-*"))
+
+
+def test_every_format_up_to_this_one_has_a_stored_folder():
+    versions = {json.loads((p / "metadata.json").read_text()).get("format_version", 1)
+                for p in STORED}
+    assert versions == set(range(1, FORMAT_VERSION + 1))
+
+
+@pytest.fixture(params=STORED, ids=lambda p: p.name)
+def stored(request, tmp_path) -> tuple[Path, Path]:
+    """The stored folder, and a copy of it that commands may write into."""
+    copy = tmp_path / request.param.name
+    shutil.copytree(request.param, copy)
+    return request.param, copy
+
+
+def test_it_loads_every_case(stored):
+    original, _ = stored
+    run = RunData.load(original)
+    results = pd.read_csv(original / "results.csv")
+    assert len(run.cases) == len(results)
+    assert {c.case.experiment for c in run.measured()} == {
+        "latency", "payload", "amplification", "ring", "footprint", "boot", "faults",
+        "layers", "deadlock", "contention"}
+    samples = pd.read_csv(original / "samples.csv")
+    assert sum(len(w.values) for c in run.measured() for w in c.workers) == len(samples)
+
+
+def test_it_refits_and_renders(stored):
+    _, copy = stored
+    fit = ipcbench("fit", str(copy))
+    assert fit.returncode == 0, fit.stderr
+    model = pd.read_csv(copy / "model.csv")
+    assert {"alpha", "beta", "latency_ratio"} <= set(model.parameter)
+    report = ipcbench("report", str(copy))
+    assert report.returncode == 0, report.stderr
+    text = (copy / "report.md").read_text()
+    assert "latency" in text.lower() and "pipe" in text
+
+
+def test_it_compares_with_itself_as_unchanged(stored):
+    original, copy = stored
+    done = ipcbench("compare", str(original), str(copy))
+    assert done.returncode == 0, done.stdout + done.stderr  # 1 would be a regression
