@@ -23,6 +23,7 @@ construction (beta is measured there); their test is every k > 1.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,7 @@ from harness.experiment import (
     ExperimentParams,
     ModelRow,
     Plan,
+    Section,
     check_row,
     triage,
 )
@@ -46,6 +48,7 @@ from harness.plots import pyplot, save
 from harness.records import Case
 from harness.samples import Estimate, estimate, median_draws, select, worker_points
 from harness.stats import interval
+from harness.units import number, us
 
 BASELINE = "call"
 PLACEMENT = "same-cpu"
@@ -75,7 +78,7 @@ class Amplification(Experiment):
         return triage(cases)
 
     def model(self, samples: pd.DataFrame) -> list[ModelRow]:
-        mine = select(samples, experiment=self.name, placement=PLACEMENT)
+        mine = self.mine(samples, placement=PLACEMENT)
         if mine.empty:
             return []
         rows: list[ModelRow] = []
@@ -98,6 +101,78 @@ class Amplification(Experiment):
               tables: dict[str, pd.DataFrame], folder: Path) -> list[Path]:
         table = tables.get("chain_predictions")
         return plot(table, folder) if table is not None else []
+
+    def report(self, results: pd.DataFrame, model: list[ModelRow],
+               tables: dict[str, pd.DataFrame], plots: list[str]) -> list[Section]:
+        chain = tables.get("chain_predictions")
+        mine = [p for p in plots if p in ("chain.png", "ratio_over_k.png")]
+        return [
+            Section("Chain and fan-out: measured against the cost model, microseconds",
+                    *prediction_rows(chain), plots=mine, fit=True),
+            Section("Cost model (ns; errors are the worst k)", *headline_rows(model),
+                    note=MODEL_NOTE, fit=True),
+        ]
+
+
+MODEL_NOTE = (
+    "alpha is one message sent and received by one process (no switch); beta is one "
+    "context switch: the k = 1 round trip less its messages and C0, divided by the "
+    "switches counted on every process; beta_ring is a ring hop less the same-process hop. "
+    "The seed form C0 + k(2 alpha + 4 beta) counts 4k switches per request; on one CPU a "
+    "chain makes 2k (the `switches` column), so the seed form over-predicts by about 2k beta. "
+    "The extended form takes beta from the ring at k + 1 processes."
+)
+# The cost model's headline, one column each: this experiment's parameters, the ring's
+# beta and the payload sweep's copy cost (every experiment's model rows reach the report).
+HEADLINE = {
+    "alpha": "alpha ns", "beta": "beta ns", "beta_ring": "beta_ring ns", "C0": "C0 ns",
+    "copy_ns_per_byte": "copy ns/B", "chain_max_rel_error": "seed form err",
+    "chain_max_rel_error_count": "counts err", "chain_max_rel_error_extended": "extended err",
+}
+Rows = tuple[list[str], list[list[str]]]
+
+
+def headline_rows(model: list[ModelRow]) -> Rows:
+    """The model's headline parameters, one row per transport (same-cpu)."""
+    chosen: dict[str, dict[str, str]] = {}
+    for m in model:
+        if m.parameter not in HEADLINE or m.placement not in (PLACEMENT, ""):
+            continue
+        if m.parameter == "alpha" and m.payload_bytes not in (None, 64):
+            continue
+        if math.isnan(m.value):
+            cell = "-"
+        elif m.unit == "ratio":
+            cell = f"{m.value:.1%}"
+        else:
+            cell = f"{m.value:.4g}" + (f" ({m.ci_low:.4g} to {m.ci_high:.4g})"
+                                       if not math.isnan(m.ci_low) else "")
+        chosen.setdefault(m.transport, {})[m.parameter] = cell
+    names = [p for p in HEADLINE if any(p in row for row in chosen.values())]
+    header = ["transport", *[HEADLINE[p] for p in names]]
+    return header, [[t, *[row.get(p, "-") for p in names]] for t, row in sorted(chosen.items())]
+
+
+def prediction_rows(table: pd.DataFrame | None) -> Rows:
+    if table is None or table.empty:
+        return [], []
+    header = ["transport", "topology", "k", "measured us", "T_m us", "T_mu/T_m", "messages",
+              "switches (seed 4k)", "seed us (err)", "counts us (err)", "extended us (err)",
+              "line fit residual us"]
+    body = []
+    for r in table.sort_values(["transport", "topology", "k"]).itertuples():
+        body.append([
+            str(r.transport), str(r.topology), str(r.k), us(r.measured_ns), us(r.T_m_ns),
+            number(r.latency_ratio, 1), number(r.messages_per_op, 1),
+            f"{r.switches_per_op:.2f} ({r.seed_switches})",
+            f"{us(r.pred_seed_ns)} ({r.err_seed:+.1%})",
+            f"{us(r.pred_count_ns)} ({r.err_count:+.1%})",
+            f"{us(r.pred_extended_ns)} ({r.err_extended:+.1%})" if not math.isnan(
+                r.pred_extended_ns) else "-",
+            f"{r.seed_fit_residual_ns / 1000:+.3f}" if not math.isnan(r.seed_fit_residual_ns)
+            else "-",
+        ])
+    return header, body
 
 
 @dataclass(frozen=True)

@@ -22,25 +22,25 @@ modes) and ``duration_s``: a worker repeats the boot
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from bench.probes.boot import METRICS, REQUEST_BYTES
 from harness.experiment import (
-    Experiment,
     ExperimentParams,
     ModelRow,
     Plan,
+    ProbeExperiment,
     Section,
     parameters,
     probe_cases,
 )
 from harness.fit import FitError
-from harness.plots import pyplot, save
+from harness.plots import finish_axes
 from harness.records import CaseResult
-from harness.samples import line_fit, medians, select
+from harness.samples import line_fit, select
 from servers.transports import TRANSPORTS, Placement
 
 MODES = ("fork", "exec")
@@ -65,13 +65,13 @@ def times(ratio: float) -> str:
     return f"{float(f'{ratio:.3g}'):,.0f}x" if ratio >= 100 else f"{ratio:.3g}x"
 
 
-class Boot(Experiment):
+class Boot(ProbeExperiment):
     name = "boot"
     description = "start N servers until each answers, against N objects in process: b0 + N b_s"
     accepted = ("transports", "servers", "modes", "duration_s")
 
     def plan(self, params: ExperimentParams) -> Plan:
-        where = f"experiments.{self.name}"
+        where = self.where
         # left out: every mode the transports allow
         modes = params.chosen("modes", MODES if "pipe" in params.transports else ("fork",))
         unknown = sorted(set(modes) - set(MODES))
@@ -102,12 +102,9 @@ class Boot(Experiment):
                         plan.runnable += cases
         return plan
 
-    def _mine(self, samples: pd.DataFrame) -> pd.DataFrame:
-        return select(samples, experiment=self.name)
-
     def model(self, samples: pd.DataFrame) -> list[ModelRow]:
         rows = []
-        for (transport, variant), sub in self._mine(samples).groupby(["transport", "variant"]):
+        for (transport, variant), sub in self.mine(samples).groupby(["transport", "variant"]):
             label = f"{self.name}/{transport}/{variant}/{FIT_METRIC}"
             try:
                 fit = line_fit(select(sub, metric=FIT_METRIC), label)
@@ -125,27 +122,12 @@ class Boot(Experiment):
             ]
         return rows
 
-    def tables(self, samples: pd.DataFrame) -> dict[str, pd.DataFrame]:
-        mine = self._mine(samples)
-        if mine.empty:
-            return {}
-        table = medians(mine, ["transport", "variant", "k", "metric"])
-        index = ["transport", "variant", "k"]
-        wide = table.pivot_table(index=index, columns="metric", values="median")
-        spread = select(table, metric=FIT_METRIC).set_index(index)[["ci_low", "ci_high"]]
-        wide = wide.join(spread.add_prefix(f"{FIT_METRIC}_"))
-        wide.columns.name = None
-        return {"boot": wide.reset_index().rename(columns={"k": "servers"})}
+    def table(self, samples: pd.DataFrame) -> pd.DataFrame:
+        return self.wide(samples, ["transport", "variant", "k"], intervals=(FIT_METRIC,))
 
-    def plots(self, samples: pd.DataFrame, model: list[ModelRow],
-              tables: dict[str, pd.DataFrame], folder: Path) -> list[Path]:
-        table = tables.get("boot")
-        if table is None or table.empty:
-            return []
-        plt = pyplot()
-        from matplotlib.ticker import ScalarFormatter  # after pyplot() chose the backend
-
-        fig, ax = plt.subplots(figsize=(7, 4.2))
+    def draw(self, table: pd.DataFrame, model: list[ModelRow],
+             tables: dict[str, pd.DataFrame]) -> Any:
+        fig, ax = self.figure()
         fits = {(m.transport, m.variant, m.parameter): m.value for m in model}
         groups = sorted(table.groupby(["transport", "variant"]), key=lambda g: ORDER[g[0][1]])
         for (transport, variant), sub in groups:
@@ -159,14 +141,10 @@ class Boot(Experiment):
                 n = np.geomspace(sub.servers.min(), sub.servers.max(), 50)
                 line = (b0 + b_s * n) / 1e6
                 ax.plot(n[line > 0], line[line > 0], "--", lw=1, color=drawn[0].get_color())
-        ax.set_xscale("log", base=2)
-        ax.xaxis.set_major_formatter(ScalarFormatter())
-        ax.set_yscale("log")
-        ax.set_xlabel("services N (started one after another)")
-        ax.set_ylabel("boot until all answered, ms")
-        ax.set_title("Boot: N servers against N objects in one process (dashed: b0 + N b_s)")
-        ax.legend(fontsize=7)
-        return [save(fig, folder / "boot.png")]
+        finish_axes(ax, "Boot: N servers against N objects in one process (dashed: b0 + N "
+                    "b_s)", "services N (started one after another)",
+                    "boot until all answered, ms", xscale="log2", yscale="log")
+        return fig
 
     def report(self, results: pd.DataFrame, model: list[ModelRow],
                tables: dict[str, pd.DataFrame], plots: list[str]) -> list[Section]:
@@ -220,7 +198,7 @@ class Boot(Experiment):
         return [Section("Boot: boot = b0 + N b_s (95% CI)",
                         ["transport", "variant", "b0", "b_s", "R^2", "b_s / object",
                          "boot", "boot / object"],
-                        rows, note, [p for p in plots if p == "boot.png"])]
+                        rows, note, self.own_plots(plots))]
 
 
 EXPERIMENT = Boot()

@@ -39,7 +39,7 @@ service_us, duration_s) is its own configuration: rows and fits never pool them.
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -47,15 +47,15 @@ import pandas as pd
 from bench.probes.contention import KILL_METRICS, METRICS, VARIANTS
 from bench.queueing import mm1_wait, pk_wait
 from harness.experiment import (
-    Experiment,
     ExperimentParams,
     ModelRow,
     Plan,
+    ProbeExperiment,
     Section,
     check_row,
     probe_cases,
 )
-from harness.plots import pyplot, save
+from harness.plots import finish_axes
 from harness.samples import select
 from harness.stats import CONFIDENCE, seeded_rng
 
@@ -167,13 +167,13 @@ def draw_errors(levels: dict[float, Runs], service_us: float,
     return {name: np.array(values) for name, values in draws.items()}
 
 
-class Contention(Experiment):
+class Contention(ProbeExperiment):
     name = "contention"
     description = "a lock as an M/M/1 queue: measured wait against rho/(mu - lambda)"
     accepted = ("transports", "modes", "servers", "levels", "duration_s", "service_us")
 
     def plan(self, params: ExperimentParams) -> Plan:
-        where = f"experiments.{self.name}"
+        where = self.where
         transports = params.chosen("transports", ("shm", "call"))
         modes = params.chosen("modes", ("busy",))
         for name in transports:
@@ -212,13 +212,8 @@ class Contention(Experiment):
                             iterations=int(params.service_us))
         return plan
 
-    def _mine(self, samples: pd.DataFrame) -> pd.DataFrame:
-        return select(samples, experiment=self.name)
-
-    def tables(self, samples: pd.DataFrame) -> dict[str, pd.DataFrame]:
-        mine = self._mine(samples)
-        if mine.empty:
-            return {}
+    def table(self, samples: pd.DataFrame) -> pd.DataFrame:
+        mine = self.mine(samples)
         rows = []
         for key, sub in mine.groupby(KEY, sort=True):
             transport, variant, k, service, duration, level = key
@@ -236,10 +231,10 @@ class Contention(Experiment):
                 "slowdown_mm1": 1 / (1 - pred["rho_realized"]) if pred["rho_realized"] < 1
                 else float("inf"),
             })
-        return {"contention": pd.DataFrame(rows)}
+        return pd.DataFrame(rows)
 
     def model(self, samples: pd.DataFrame) -> list[ModelRow]:
-        mine = self._mine(samples)
+        mine = self.mine(samples)
         mine = mine[mine.level <= RHO_FIT_MAX + 1e-9]
         rows = []
         for (transport, variant, k, service, duration), group in mine.groupby(GROUP):
@@ -282,13 +277,9 @@ class Contention(Experiment):
                 ]
         return rows
 
-    def plots(self, samples: pd.DataFrame, model: list[ModelRow],
-              tables: dict[str, pd.DataFrame], folder: Path) -> list[Path]:
-        table = tables.get("contention")
-        if table is None or table.empty:
-            return []
-        plt = pyplot()
-        fig, (waits, slows) = plt.subplots(1, 2, figsize=(10, 4.2))
+    def draw(self, table: pd.DataFrame, model: list[ModelRow],
+             tables: dict[str, pd.DataFrame]) -> Any:
+        fig, (waits, slows) = self.figure(2, (10, 4.2))
         rho = np.linspace(0.02, max(0.95, table.rho.max()), 200)
         for service in table.service_us.unique():
             waits.plot(rho, rho / (1 - rho) * service, "k-", lw=1,
@@ -307,17 +298,11 @@ class Contention(Experiment):
             slows.plot(sub.rho, sub.slowdown, "o-", ms=4, color=line.get_color(), label=label)
         seen = np.concatenate([table.wait_us, table.delay_us, table.mm1_us])
         waits.set_ylim(seen[seen > 0].min() / 2, seen.max() * 3)  # an M/G/1 past rho 1 is inf
-        waits.set_yscale("log")
-        waits.set_xlabel("rho = lambda / mu")
-        waits.set_ylabel("mean wait, us")
-        waits.set_title("Wait for the lock against M/M/1")
-        waits.legend(fontsize=6)
-        slows.set_yscale("log")
-        slows.set_xlabel("rho")
-        slows.set_ylabel("slowdown S = 1 + w / t_work")
-        slows.set_title("Slowdown (t_work = mean hold)")
-        slows.legend(fontsize=6)
-        return [save(fig, folder / "contention.png")]
+        finish_axes(waits, "Wait for the lock against M/M/1", "rho = lambda / mu",
+                    "mean wait, us", yscale="log", legend=6)
+        finish_axes(slows, "Slowdown (t_work = mean hold)", "rho",
+                    "slowdown S = 1 + w / t_work", yscale="log", legend=6)
+        return fig
 
     def report(self, results: pd.DataFrame, model: list[ModelRow],
                tables: dict[str, pd.DataFrame], plots: list[str]) -> list[Section]:
@@ -365,7 +350,7 @@ class Contention(Experiment):
         header = ["lock", "rho real (set)", "wait us", "M/M/1 us", "M/G/1+h us", "replay us",
                   "lag us", "in acquire us", "hand-off us", "slowdown (M/M/1)", "requests"]
         return [Section("Contention: mean wait for a lock against M/M/1 rho/(mu - lambda)",
-                        header, rows, note, [p for p in plots if p == "contention.png"])]
+                        header, rows, note, self.own_plots(plots))]
 
 
 EXPERIMENT = Contention()

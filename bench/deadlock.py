@@ -21,24 +21,24 @@ when every detection found exactly the planted cycles (as sets of servers).
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from harness.experiment import (
-    Experiment,
     ExperimentParams,
     ModelRow,
     Plan,
+    ProbeExperiment,
     Section,
     parameters,
     probe_cases,
 )
 from harness.fit import FitError
-from harness.plots import pyplot, save
+from harness.plots import finish_axes
 from harness.records import CaseResult
-from harness.samples import estimate, line_fit, median_draws, medians, select
+from harness.samples import estimate, line_fit, median_draws, select
 from servers.deadlock import PAYLOAD, VARIANTS
 from servers.transports import TRANSPORTS, Placement
 
@@ -50,13 +50,13 @@ IN_PROCESS = "call"
 WORKERS_PER_SEED = 1_000_000
 
 
-class Deadlock(Experiment):
+class Deadlock(ProbeExperiment):
     name = "deadlock"
     description = "deadlock detection: query N servers over IPC against one in-process lock graph"
     accepted = ("transports", "servers", "modes", "seeds")
 
     def plan(self, params: ExperimentParams) -> Plan:
-        where = f"experiments.{self.name}"
+        where = self.where
         variants = params.chosen("modes", VARIANTS)
         unknown = sorted(set(variants) - set(VARIANTS))
         if unknown:
@@ -84,14 +84,14 @@ class Deadlock(Experiment):
                             plan.runnable += cases
         return plan
 
-    def _mine(self, samples: pd.DataFrame) -> pd.DataFrame:
-        mine = select(samples, experiment=self.name)
+    def mine(self, samples: pd.DataFrame, **where: Any) -> pd.DataFrame:
+        mine = super().mine(samples, **where)
         # Worker w of seed 1 and of seed 2 are different processes: one cluster each,
         # or the bootstrap would resample them together.
         return mine.assign(worker=mine.worker + mine.seed * WORKERS_PER_SEED)
 
     def model(self, samples: pd.DataFrame) -> list[ModelRow]:
-        mine = self._mine(samples)
+        mine = self.mine(samples)
         rows: list[ModelRow] = []
         if mine.empty:
             return rows
@@ -144,38 +144,26 @@ class Deadlock(Experiment):
         draws = median_draws(top, label) / median_draws(bottom, f"{label}/{IN_PROCESS}")
         return n, estimate(float(np.median(top.value) / np.median(bottom.value)), draws)
 
-    def tables(self, samples: pd.DataFrame) -> dict[str, pd.DataFrame]:
-        mine = self._mine(samples)
-        if mine.empty:
-            return {}
-        table = medians(mine, ["transport", "variant", "k", "seed", "metric"])
-        wide = table.pivot_table(index=["transport", "variant", "k", "seed"], columns="metric",
-                                 values="median").reset_index().rename(columns={"k": "servers"})
-        wide.columns.name = None
+    def table(self, samples: pd.DataFrame) -> pd.DataFrame:
+        wide = self.wide(samples, ["transport", "variant", "k", "seed"])
         if "detect_ns" in wide:
             wide["ns_per_server"] = wide.detect_ns / wide.servers
-        return {"deadlock": wide}
+        return wide
 
-    def plots(self, samples: pd.DataFrame, model: list[ModelRow],
-              tables: dict[str, pd.DataFrame], folder: Path) -> list[Path]:
-        table = tables.get("deadlock")
-        if table is None or table.empty or "detect_ns" not in table:
-            return []
-        plt = pyplot()
-        fig, ax = plt.subplots(figsize=(7, 4.2))
+    def draw(self, table: pd.DataFrame, model: list[ModelRow],
+             tables: dict[str, pd.DataFrame]) -> Any:
+        if "detect_ns" not in table:
+            return None
+        fig, ax = self.figure()
         colours = {t: f"C{i}" for i, t in enumerate(sorted(set(table.transport)))}
         for (transport, variant), sub in table.groupby(["transport", "variant"]):
             points = sub.groupby("servers").detect_ns.median()  # over seeds
             style = "o-" if variant == "cyclic" else "s--"
             ax.plot(points.index, points.to_numpy() / 1e3, style, ms=4,
                     color=colours[transport], label=f"{transport} ({variant})")
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel("servers N")
-        ax.set_ylabel("detection latency, us")
-        ax.set_title("Deadlock detection: N servers over IPC against one in-process lock graph")
-        ax.legend(fontsize=7)
-        return [save(fig, folder / "deadlock.png")]
+        finish_axes(ax, "Deadlock detection: N servers over IPC against one in-process lock "
+                    "graph", "servers N", "detection latency, us", xscale="log2", yscale="log")
+        return fig
 
     def report(self, results: pd.DataFrame, model: list[ModelRow],
                tables: dict[str, pd.DataFrame], plots: list[str]) -> list[Section]:
@@ -206,7 +194,7 @@ class Deadlock(Experiment):
                 "planted cycles, no more, no fewer. Per graph: deadlock.csv.")
         return [Section("Deadlock detection: T(N) = T_0 + N t_s (us, 95% CI)",
                         ["transport", "graphs", "T_0", "t_s", "R^2", "T / T_call", "exact"],
-                        rows, note, [p for p in plots if p == "deadlock.png"])]
+                        rows, note, self.own_plots(plots))]
 
 
 EXPERIMENT = Deadlock()

@@ -42,22 +42,22 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from bench.probes.faults import COUNTS, DEADLINE_NS, PROBE_RATE, WINDOW
 from harness.experiment import (
-    Experiment,
     ExperimentParams,
     ModelRow,
     Plan,
+    ProbeExperiment,
     Section,
     check_row,
     probe_cases,
 )
-from harness.plots import pyplot, save
+from harness.plots import finish_axes
 from harness.samples import Estimate, select
 from harness.stats import BOOTSTRAP_RESAMPLES, interval, seeded_rng
 from servers.faults import MAX_PAYLOAD
@@ -154,13 +154,13 @@ def realized(sub: pd.DataFrame, label: str) -> Realized:
         Estimate(float(100 * (measured - predicted)), *low_high[2]))
 
 
-class Faults(Experiment):
+class Faults(ProbeExperiment):
     name = "faults"
     description = "crash, detect, restart: availability 1/(1 + lambda d) against a full reboot"
     accepted = ("transports", "servers", "modes", "duration_s", "crash_rate", "payload_bytes")
 
     def plan(self, params: ExperimentParams) -> Plan:
-        where = f"experiments.{self.name}"
+        where = self.where
         transports = params.chosen("transports", ("pipe",))  # as the seed's servers
         bad = sorted(set(transports) - set(TRANSPORTS))
         if bad:
@@ -191,12 +191,9 @@ class Faults(Experiment):
                             payload_bytes=size)
         return plan
 
-    def _mine(self, samples: pd.DataFrame) -> pd.DataFrame:
-        return select(samples, experiment=self.name)
-
     def model(self, samples: pd.DataFrame) -> list[ModelRow]:
         rows: list[ModelRow] = []
-        for (transport, variant, k, rate), sub in self._mine(samples).groupby(KEYS):
+        for (transport, variant, k, rate), sub in self.mine(samples).groupby(KEYS):
             label = f"{self.name}/{transport}/{variant}/k{k}"
             row = _rows(transport, variant, int(k))
             means = {m: mean_estimate(select(sub, metric=m), f"{label}/{m}") for m in TIMES}
@@ -245,7 +242,7 @@ class Faults(Experiment):
         return rows
 
     def tables(self, samples: pd.DataFrame) -> dict[str, pd.DataFrame]:
-        mine = self._mine(samples)
+        mine = self.mine(samples)
         if mine.empty:
             return {}
         summary, curves = [], []
@@ -274,14 +271,13 @@ class Faults(Experiment):
                 })
         return {"faults": pd.DataFrame(summary), "faults_availability": pd.DataFrame(curves)}
 
-    def plots(self, samples: pd.DataFrame, model: list[ModelRow],
-              tables: dict[str, pd.DataFrame], folder: Path) -> list[Path]:
-        curves, summary = tables.get("faults_availability"), tables.get("faults")
-        if curves is None or curves.empty or summary is None:
-            return []
-        plt = pyplot()
-        fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-        colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    def draw(self, table: pd.DataFrame, model: list[ModelRow],
+             tables: dict[str, pd.DataFrame]) -> Any:
+        curves, summary = tables.get("faults_availability"), table
+        if curves is None or curves.empty:
+            return None
+        fig, (left, right) = self.figure(2, (11, 4.2))
+        colours = [f"C{i}" for i in range(10)]
         groups = curves.groupby(["transport", "variant", "servers"])
         for colour, ((transport, variant, k), sub) in zip(colours * 4, groups, strict=False):
             label = f"{transport} {variant} S={k}"
@@ -299,17 +295,12 @@ class Faults(Experiment):
         right.plot(LAMBDAS, [improvement(lam, TEXT_T_R, TEXT_T_S) for lam in LAMBDAS], ":",
                    color="grey",
                    label=f"text: t_r {TEXT_T_R:g} s, t_s {TEXT_T_S:g} s")
-        for ax in (left, right):
-            ax.set_xscale("log")
-            ax.set_xlabel("crash rate lambda, per second")
-        left.set_ylabel("availability A = 1/(1 + lambda d)")
-        left.set_title("Availability (o measured, x predicted at the measured d)")
-        right.set_yscale("log")
-        right.set_ylabel("I = (1 + lambda t_r)/(1 + lambda t_s)")
-        right.set_title("Improvement of restarting one server over a full reboot")
-        left.legend(fontsize=6)
-        right.legend(fontsize=7)
-        return [save(fig, folder / "faults.png")]
+        rate = "crash rate lambda, per second"
+        finish_axes(left, "Availability (o measured, x predicted at the measured d)", rate,
+                    "availability A = 1/(1 + lambda d)", xscale="log", legend=6)
+        finish_axes(right, "Improvement of restarting one server over a full reboot", rate,
+                    "I = (1 + lambda t_r)/(1 + lambda t_s)", xscale="log", yscale="log")
+        return fig
 
     def report(self, results: pd.DataFrame, model: list[ModelRow],
                tables: dict[str, pd.DataFrame], plots: list[str]) -> list[Section]:
@@ -369,7 +360,7 @@ class Faults(Experiment):
                          "t_s=d ms (CI)",
                          "d median", "detect/restart/reply ms", "t_r ms (CI)", "A measured",
                          "A predicted", "gap pp", "I"],
-                        rows, note, [p for p in plots if p == "faults.png"])]
+                        rows, note, self.own_plots(plots))]
 
 
 EXPERIMENT = Faults()

@@ -11,23 +11,23 @@ of the total over N, with a cluster bootstrap interval.
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from harness.experiment import (
-    Experiment,
     ExperimentParams,
     ModelRow,
     Plan,
+    ProbeExperiment,
     Section,
     parameters,
     probe_cases,
 )
 from harness.fit import FitError
-from harness.plots import pyplot, save
-from harness.samples import line_fit, medians, select
+from harness.plots import finish_axes
+from harness.samples import line_fit, select
 
 # PSS divides each shared page among every process that maps it, other programs on the
 # machine included: it moved 4-11% between runs with no change to the code, so compare
@@ -38,13 +38,13 @@ MODES = ("fork", "exec")
 MIB = float(1 << 20)
 
 
-class Footprint(Experiment):
+class Footprint(ProbeExperiment):
     name = "footprint"
     description = "memory of N servers against N objects in one process: M_k + N M_s"
     accepted = ("transports", "servers", "modes")
 
     def plan(self, params: ExperimentParams) -> Plan:
-        where = f"experiments.{self.name}"
+        where = self.where
         modes = params.chosen("modes", ("fork",))
         unknown = sorted(set(modes) - set(MODES))
         if unknown:
@@ -62,12 +62,9 @@ class Footprint(Experiment):
                                                  variant=variant)
         return plan
 
-    def _mine(self, samples: pd.DataFrame) -> pd.DataFrame:
-        return select(samples, experiment=self.name)
-
     def model(self, samples: pd.DataFrame) -> list[ModelRow]:
         rows = []
-        mine = self._mine(samples)
+        mine = self.mine(samples)
         for (transport, variant), sub in mine.groupby(["transport", "variant"]):
             # PSS sums to the memory the group really uses (shared pages counted once);
             # USS sums only the pages private to each, so its slope is the marginal server.
@@ -89,22 +86,12 @@ class Footprint(Experiment):
                 ]
         return rows
 
-    def tables(self, samples: pd.DataFrame) -> dict[str, pd.DataFrame]:
-        mine = self._mine(samples)
-        if mine.empty:
-            return {}
-        table = medians(mine, ["transport", "variant", "k", "metric"])
-        wide = table.pivot_table(index=["transport", "variant", "k"], columns="metric",
-                                 values="median").reset_index().rename(columns={"k": "servers"})
-        return {"footprint": wide}
+    def table(self, samples: pd.DataFrame) -> pd.DataFrame:
+        return self.wide(samples, ["transport", "variant", "k"])
 
-    def plots(self, samples: pd.DataFrame, model: list[ModelRow],
-              tables: dict[str, pd.DataFrame], folder: Path) -> list[Path]:
-        table = tables.get("footprint")
-        if table is None or table.empty:
-            return []
-        plt = pyplot()
-        fig, ax = plt.subplots(figsize=(7, 4.2))
+    def draw(self, table: pd.DataFrame, model: list[ModelRow],
+             tables: dict[str, pd.DataFrame]) -> Any:
+        fig, ax = self.figure()
         fits = {(m.transport, m.variant, m.parameter): m.value for m in model
                 if m.parameter.startswith("footprint_M")}
         for (transport, variant), sub in table.groupby(["transport", "variant"]):
@@ -117,12 +104,9 @@ class Footprint(Experiment):
             if k is not None and s is not None:
                 n = np.array([sub.servers.min(), sub.servers.max()], float)
                 ax.plot(n, (k + s * n) / MIB, ":", color="grey")
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("services N")
-        ax.set_ylabel("total memory, MiB")
-        ax.set_title("Footprint: N servers against N objects in one process (dotted: fit)")
-        ax.legend(fontsize=7)
-        return [save(fig, folder / "footprint.png")]
+        finish_axes(ax, "Footprint: N servers against N objects in one process (dotted: fit)",
+                    "services N", "total memory, MiB", xscale="log2")
+        return fig
 
     def report(self, results: pd.DataFrame, model: list[ModelRow],
                tables: dict[str, pd.DataFrame], plots: list[str]) -> list[Section]:
@@ -145,7 +129,7 @@ class Footprint(Experiment):
                 "In process (call) a service is an object: M_s is about 0.")
         return [Section("Footprint: M_total = M_k + N M_s (KiB, 95% CI)",
                         ["transport", "variant", "M_k (PSS)", "M_s (PSS)", "R^2", "M_s (USS)"],
-                        rows, note, [p for p in plots if p == "footprint.png"])]
+                        rows, note, self.own_plots(plots))]
 
 
 EXPERIMENT = Footprint()

@@ -10,10 +10,18 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.experiment import Experiment, ExperimentParams, ModelRow, Plan, check_row, echo_plan
-from harness.plots import pyplot, save
-from harness.samples import select
+from harness.experiment import (
+    Experiment,
+    ExperimentParams,
+    ModelRow,
+    Plan,
+    Section,
+    check_row,
+    echo_plan,
+)
+from harness.plots import save
 from harness.stats import ratio_of_medians
+from harness.units import number, us
 
 BASELINE = "call"
 SEED_RATIO = 1.3  # the source text: IPC makes a call at least 1.3 times slower
@@ -29,7 +37,7 @@ class Latency(Experiment):
         return echo_plan(self.name, params)
 
     def model(self, samples: pd.DataFrame) -> list[ModelRow]:
-        rows = select(samples, experiment=self.name, metric="round_trip")
+        rows = self.mine(samples, metric="round_trip")
         rows_out = []
         for payload, at_size in rows.groupby("payload_bytes"):
             base = at_size[at_size.transport == BASELINE]
@@ -53,21 +61,20 @@ class Latency(Experiment):
 
     def plots(self, samples: pd.DataFrame, model: list[ModelRow],
               tables: dict[str, pd.DataFrame], folder: Path) -> list[Path]:
-        rows = select(samples, experiment=self.name, metric="round_trip")
+        rows = self.mine(samples, metric="round_trip")
         if rows.empty:
             return []
-        plt = pyplot()
         size = int(rows.payload_bytes.min())
         rows = rows[rows.payload_bytes == size]
         medians = rows.groupby(["transport", "placement"]).value.median().unstack()
-        fig, ax = plt.subplots(figsize=(7, 3.8))
+        fig, ax = self.figure(size=(7, 3.8))
         (medians / 1000).plot.bar(ax=ax, logy=True, rot=0)
         ax.set(ylabel="round trip (us, log)", xlabel="",
                title=f"Round trip by transport and placement ({size} B)")
         ax.grid(axis="y", alpha=0.3)
         by_placement = save(fig, folder / "latency.png")
 
-        fig, ax = plt.subplots(figsize=(7, 3.8))
+        fig, ax = self.figure(size=(7, 3.8))
         labels, data = [], []
         for (transport, placement), case in rows.groupby(["transport", "placement"]):
             labels.append(f"{transport}\n{placement}")
@@ -78,6 +85,30 @@ class Latency(Experiment):
                title="Distribution of batch values (every worker)")
         ax.grid(axis="y", alpha=0.3)
         return [by_placement, save(fig, folder / "latency_distribution.png")]
+
+    def report(self, results: pd.DataFrame, model: list[ModelRow],
+               tables: dict[str, pd.DataFrame], plots: list[str]) -> list[Section]:
+        rows = results[(results.experiment == self.name) & (results.status == "ok")]
+        ratios = {(m.transport, m.placement, m.payload_bytes): m for m in model
+                  if m.parameter == "latency_ratio"}
+        header = ["transport", "placement", "bytes", "median us", "95% CI us", "p95 us",
+                  "switches/op", "CPU us/op", "T_mu/T_m"]
+        body = []
+        for r in rows.itertuples():
+            ratio = ratios.get((r.transport, r.placement, r.payload_bytes))
+            body.append([
+                r.transport, r.placement, str(r.payload_bytes), us(r.median),
+                f"{us(r.ci_low)}-{us(r.ci_high)}", us(r.p95), number(r.ctx_switches_per_op),
+                us(r.cpu_ns_per_op), _ratio_cell(str(r.transport), ratio),
+            ])
+        return [Section("Round trip (latency) and T_mu/T_m, microseconds", header, body,
+                        plots=[p for p in plots if p.startswith("latency")])]
+
+
+def _ratio_cell(transport: str, ratio: ModelRow | None) -> str:
+    if ratio is not None:
+        return f"{ratio.value:.1f} ({ratio.ci_low:.1f}-{ratio.ci_high:.1f})"
+    return "1 (baseline)" if transport == BASELINE else "-"
 
 
 EXPERIMENT = Latency()

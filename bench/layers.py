@@ -26,22 +26,22 @@ minus call is the IPC alone.
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from harness.experiment import (
-    Experiment,
     ExperimentParams,
     ModelRow,
     Plan,
+    ProbeExperiment,
     Section,
     check_row,
     probe_cases,
 )
-from harness.plots import pyplot, save
-from harness.samples import median_draws, medians, select
+from harness.plots import finish_axes
+from harness.samples import median_draws, select
 from harness.stats import interval
 from servers.layers import LAYERS, ORDERS, stack_layers
 
@@ -100,13 +100,13 @@ def prediction_checks(mine: pd.DataFrame) -> list[ModelRow]:
     return rows
 
 
-class Layers(Experiment):
+class Layers(ProbeExperiment):
     name = NAME
     description = "storage stack: compress-then-encrypt against encrypt-then-compress, call/pipe"
     accepted = ("transports", "modes", "file_bytes")
 
     def plan(self, params: ExperimentParams) -> Plan:
-        where = f"experiments.{self.name}"
+        where = self.where
         transports = params.chosen("transports", TRANSPORTS)
         bad = sorted(set(transports) - set(TRANSPORTS))
         if bad:
@@ -129,20 +129,12 @@ class Layers(Experiment):
                     variant=order, level=params.file_bytes / MIB, payload_bytes=BLOCK_BYTES)
         return plan
 
-    def _mine(self, samples: pd.DataFrame) -> pd.DataFrame:
-        return select(samples, experiment=self.name)
-
-    def _table(self, samples: pd.DataFrame) -> pd.DataFrame:
-        mine = self._mine(samples)
-        if mine.empty:
-            return pd.DataFrame()
-        found = medians(mine, ["transport", "variant", "metric"])
-        wide = found.pivot_table(index=["transport", "variant"], columns="metric",
-                                 values="median").reset_index()
-        return wide.rename(columns={"variant": "ordering"})
+    def table(self, samples: pd.DataFrame) -> pd.DataFrame:
+        return self.wide(samples, ["transport", "variant"]).rename(
+            columns={"variant": "ordering"})
 
     def model(self, samples: pd.DataFrame) -> list[ModelRow]:
-        mine = self._mine(samples)
+        mine = self.mine(samples)
         rows: list[ModelRow] = []
         method = "median over workers, cluster bootstrap"
         named = {"total_ns_per_mib": ("layers_meas_ns_per_mib", "ns/MiB"),
@@ -192,18 +184,9 @@ class Layers(Experiment):
                                      "a round trip between two layers)", **common))
         return rows
 
-    def tables(self, samples: pd.DataFrame) -> dict[str, pd.DataFrame]:
-        table = self._table(samples)
-        return {"layers": table} if not table.empty else {}
-
-    def plots(self, samples: pd.DataFrame, model: list[ModelRow],
-              tables: dict[str, pd.DataFrame], folder: Path) -> list[Path]:
-        table = tables.get("layers")
-        if table is None or table.empty:
-            return []
-        plt = pyplot()
-        fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 4.4),
-                                     gridspec_kw={"width_ratios": [3, 1]})
+    def draw(self, table: pd.DataFrame, model: list[ModelRow],
+             tables: dict[str, pd.DataFrame]) -> Any:
+        fig, (ax, bx) = self.figure(2, (10, 4.4), gridspec_kw={"width_ratios": [3, 1]})
         table = table.sort_values(["ordering", "transport"])
         x = np.arange(len(table))
         bottom = np.zeros(len(table))
@@ -224,16 +207,15 @@ class Layers(Experiment):
         ax.plot(x, table.pred_ns_per_mib / MS, "kD", ms=6, label="predicted sum c_L B_L")
         ax.set_xticks(x, [f"{o}\n{t}" for o, t in zip(table.ordering, table.transport,
                                                       strict=True)], fontsize=8)
-        ax.set_ylabel("ms per MiB of input (write + read back)")
-        ax.set_title("Time per MiB by layer (bars: measured, diamond: predicted)")
-        ax.legend(fontsize=7)
+        finish_axes(ax, "Time per MiB by layer (bars: measured, diamond: predicted)", "",
+                    "ms per MiB of input (write + read back)")
         ratios = table.drop_duplicates("ordering")
         bx.bar(np.arange(len(ratios)), ratios.bytes_ratio, color="#5b8db8")
         bx.axhline(1.0, color="grey", ls=":")
         bx.set_xticks(np.arange(len(ratios)), list(ratios.ordering), fontsize=8)
-        bx.set_ylabel("bytes written to the device per input byte")
-        bx.set_title("Bytes written")
-        return [save(fig, folder / "layers.png")]
+        finish_axes(bx, "Bytes written", "", "bytes written to the device per input byte",
+                    legend=0)
+        return fig
 
     def report(self, results: pd.DataFrame, model: list[ModelRow],
                tables: dict[str, pd.DataFrame], plots: list[str]) -> list[Section]:
@@ -274,7 +256,7 @@ class Layers(Experiment):
                         ["transport", "ordering", "write", "read", "measured (95% CI)",
                          "predicted", "meas - pred", "IPC", "IPC us/request", "bytes ratio",
                          "intact"],
-                        rows, note, [p for p in plots if p == "layers.png"])]
+                        rows, note, self.own_plots(plots))]
 
 
 EXPERIMENT = Layers()

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.experiment import Experiment, ExperimentParams, ModelRow, Plan, echo_plan
+from harness.experiment import Experiment, ExperimentParams, ModelRow, Plan, Section, echo_plan
 from harness.fit import ols
-from harness.plots import pyplot, save
-from harness.samples import select
+from harness.plots import save
+from harness.units import size, us
 
 SLOPE_RANGE = (64, 64 << 10)
 
@@ -27,7 +27,7 @@ class Payload(Experiment):
         return echo_plan(self.name, params)
 
     def model(self, samples: pd.DataFrame) -> list[ModelRow]:
-        rows = select(samples, experiment=self.name, metric="round_trip")
+        rows = self.mine(samples, metric="round_trip")
         low, high = SLOPE_RANGE
         rows = rows[rows.payload_bytes.between(low, high)]
         out = []
@@ -49,13 +49,12 @@ class Payload(Experiment):
 
     def plots(self, samples: pd.DataFrame, model: list[ModelRow],
               tables: dict[str, pd.DataFrame], folder: Path) -> list[Path]:
-        rows = select(samples, experiment=self.name, metric="round_trip")
+        rows = self.mine(samples, metric="round_trip")
         if rows.empty:
             return []
-        plt = pyplot()
         slopes = {(m.transport, m.placement): m.value for m in model
                   if m.parameter == "copy_ns_per_byte"}
-        fig, ax = plt.subplots(figsize=(7, 4))
+        fig, ax = self.figure(size=(7, 4))
         for (transport, placement), case in rows.groupby(["transport", "placement"]):
             medians = case.groupby("payload_bytes").value.median()
             sizes = medians.index.to_numpy()
@@ -68,6 +67,24 @@ class Payload(Experiment):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
         return [save(fig, folder / "payload.png")]
+
+    def report(self, results: pd.DataFrame, model: list[ModelRow],
+               tables: dict[str, pd.DataFrame], plots: list[str]) -> list[Section]:
+        rows = results[(results.experiment == self.name) & (results.status == "ok")]
+        if rows.empty:
+            return []
+        table = rows.pivot_table(index=["transport", "placement"], columns="payload_bytes",
+                                 values="median", aggfunc="first")
+        slopes = {(m.transport, m.placement): m for m in model
+                  if m.parameter == "copy_ns_per_byte"}
+        header = ["transport", "placement", *[size(c) for c in table.columns], "ns/B"]
+        body = []
+        for (transport, placement), values in table.iterrows():
+            slope = slopes.get((transport, placement))
+            body.append([transport, placement, *[us(v) for v in values],
+                         f"{slope.value:.3f}" if slope else "-"])
+        return [Section("Payload sweep: median round trip, microseconds", header, body,
+                        plots=[p for p in plots if p == "payload.png"])]
 
 
 EXPERIMENT = Payload()

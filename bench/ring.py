@@ -14,9 +14,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.experiment import Experiment, ExperimentParams, ModelRow, Plan, triage
+from harness.experiment import Experiment, ExperimentParams, ModelRow, Plan, Section, triage
 from harness.records import Case
 from harness.samples import Estimate, estimate, median_draws, select
+from harness.units import number, us
 
 TOPOLOGY_KEYS = ("transports", "placements", "k", "working_sets", "message_bytes",
                  "sched_batch")
@@ -54,7 +55,7 @@ class Ring(Experiment):
         return rows
 
     def tables(self, samples: pd.DataFrame) -> dict[str, pd.DataFrame]:
-        mine = select(samples, experiment=self.name, placement="same-cpu")
+        mine = self.mine(samples, placement="same-cpu")
         if mine.empty:
             return {}
         out = []
@@ -71,6 +72,21 @@ class Ring(Experiment):
                             "beta_ci_high": beta.high,
                             "switches_per_hop": float(ring.ctx_switches_per_op.mean())})
         return {"ring_beta": pd.DataFrame(out)} if out else {}
+
+    def report(self, results: pd.DataFrame, model: list[ModelRow],
+               tables: dict[str, pd.DataFrame], plots: list[str]) -> list[Section]:
+        table = tables.get("ring_beta")
+        if table is None or table.empty:
+            return []
+        header = ["transport", "W bytes", "processes", "hop us", "same-process us",
+                  "beta us (CI)", "switches/hop"]
+        body = [[str(r.transport), str(r.working_set), str(r.processes), us(r.hop_ns),
+                 us(r.overhead_ns), f"{us(r.beta_ns)} ({us(r.beta_ci_low)}-"
+                 f"{us(r.beta_ci_high)})", number(r.switches_per_hop)]
+                for r in table.sort_values(["transport", "working_set", "processes"])
+                .itertuples()]
+        return [Section("Ring: beta over processes and working set", header, body,
+                        summary=False)]
 
 
 def hop_beta(ring: pd.DataFrame, overhead: pd.DataFrame, label: str) -> Estimate:

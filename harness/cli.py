@@ -370,8 +370,8 @@ def refit(run: RunData, folder: Path, model: bool) -> Report:
         try:
             analyze(run)
             if model and not run.model:
-                raise UsageError(f"{folder}: its samples hold nothing a model is fitted from "
-                                 "(no latency, payload, amplification or ring cases)")
+                raise UsageError(f"{folder}: its samples hold nothing any experiment fits a "
+                                 "model from")
             if model:
                 run.save_model(stage)
             draw(run, stage)

@@ -17,7 +17,9 @@ import numpy as np
 import pandas as pd
 
 from harness import units
+from harness.plots import pyplot, save
 from harness.records import PROBE, TOPOLOGIES, Case, CaseResult
+from harness.samples import medians, select
 from harness.topology import refuse as refuse_topology
 from servers.transports import PLACEMENTS, TRANSPORTS, Placement
 from servers.workloads import WORKLOADS
@@ -210,6 +212,7 @@ class Section:
     note: str = ""
     plots: list[str] = field(default_factory=list)
     summary: bool = True
+    fit: bool = False  # ``ipcbench fit`` prints it too: the model's own tables
 
 
 @dataclass
@@ -251,6 +254,73 @@ class Experiment(ABC):
         ``results`` is ``results.csv``; ``plots`` are the run's PNG names.
         """
         return []
+
+    # What every experiment may use: ----------------------------------------------------
+
+    @property
+    def where(self) -> str:
+        """Where its parameters sit in a suite file, for messages about them."""
+        return f"experiments.{self.name}"
+
+    @property
+    def plot_file(self) -> str:
+        return f"{self.name}.png"
+
+    def mine(self, samples: pd.DataFrame, **where: Any) -> pd.DataFrame:
+        """Its own samples (and of those, the ones matching ``where``)."""
+        return select(samples, experiment=self.name, **where)
+
+    def wide(self, samples: pd.DataFrame, index: list[str],
+             intervals: tuple[str, ...] = ()) -> pd.DataFrame:
+        """Its median per ``index`` level and metric (over workers), a column per metric,
+        with ``<metric>_ci_low``/``_ci_high`` for the ``intervals`` metrics; ``k`` is
+        named ``servers``. Empty when the run has none of its cases."""
+        mine = self.mine(samples)
+        if mine.empty:
+            return pd.DataFrame()
+        table = medians(mine, [*index, "metric"])
+        wide = table.pivot_table(index=index, columns="metric", values="median")
+        for metric in intervals:
+            spread = table[table.metric == metric].set_index(index)[["ci_low", "ci_high"]]
+            wide = wide.join(spread.add_prefix(f"{metric}_"))
+        wide.columns.name = None
+        return wide.reset_index().rename(columns={"k": "servers"})
+
+    def figure(self, columns: int = 1, size: tuple[float, float] = (7, 4.2),
+               **options: Any) -> tuple[Any, Any]:
+        """A new figure and its axes (one, or ``columns`` side by side)."""
+        return pyplot().subplots(1, columns, figsize=size, **options)
+
+
+class ProbeExperiment(Experiment):
+    """An experiment its own probe measures (footprint, boot, faults, ...): the parts
+    they all share, so that a new one is its module, its probe, its parameters and its
+    test. Its table is ``<name>.csv`` and its one plot ``<name>.png``."""
+
+    def table(self, samples: pd.DataFrame) -> pd.DataFrame:
+        """Its table, ``<name>.csv``; empty when the run has none of its cases."""
+        return pd.DataFrame()
+
+    def tables(self, samples: pd.DataFrame) -> dict[str, pd.DataFrame]:
+        table = self.table(samples)
+        return {self.name: table} if not table.empty else {}
+
+    def plots(self, samples: pd.DataFrame, model: list[ModelRow],
+              tables: dict[str, pd.DataFrame], folder: Path) -> list[Path]:
+        table = tables.get(self.name)
+        if table is None or table.empty:
+            return []
+        fig = self.draw(table, model, tables)
+        return [] if fig is None else [save(fig, folder / self.plot_file)]
+
+    def draw(self, table: pd.DataFrame, model: list[ModelRow],
+             tables: dict[str, pd.DataFrame]) -> Any | None:
+        """Its figure, from its table (and the run's other tables), or None."""
+        return None
+
+    def own_plots(self, plots: list[str]) -> list[str]:
+        """Its plot, if the run drew it (for its report section)."""
+        return [p for p in plots if p == self.plot_file]
 
 
 def check_sizes(experiment: str, params: ExperimentParams) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -26,6 +26,24 @@ def save(fig: object, path: Path) -> Path:
     fig.savefig(path, dpi=110)  # type: ignore[attr-defined]
     plt.close(fig)
     return path
+
+
+def finish_axes(ax: Any, title: str, xlabel: str, ylabel: str, *, xscale: str = "",
+          yscale: str = "", legend: float = 7) -> None:
+    """Title, axis labels and scales, and a small legend: how every plot here ends.
+    ``xscale="log2"``: a log scale of base 2 (server counts), in plain numbers."""
+    if xscale == "log2":
+        from matplotlib.ticker import ScalarFormatter  # after pyplot() chose the backend
+
+        ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+    elif xscale:
+        ax.set_xscale(xscale)
+    if yscale:
+        ax.set_yscale(yscale)
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    if legend:
+        ax.legend(fontsize=legend)
 
 
 def reference_plot(samples: pd.DataFrame, folder: Path) -> Path | None:

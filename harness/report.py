@@ -23,16 +23,6 @@ CROSS_CPU_NOTE = (
 )
 
 
-MODEL_NOTE = (
-    "alpha is one message sent and received by one process (no switch); beta is one "
-    "context switch: the k = 1 round trip less its messages and C0, divided by the "
-    "switches counted on every process; beta_ring is a ring hop less the same-process hop. "
-    "The seed form C0 + k(2 alpha + 4 beta) counts 4k switches per request; on one CPU a "
-    "chain makes 2k (the `switches` column), so the seed form over-predicts by about 2k beta. "
-    "The extended form takes beta from the ring at k + 1 processes."
-)
-
-
 DISTURBANCE_NOTE = (
     f"A timed batch is disturbed when more than {LIMIT:.0%} of the CPU time its window "
     "offered on the case's CPUs went to other tasks, interrupts or the hypervisor (steal); on "
@@ -45,135 +35,12 @@ DISTURBANCE_NOTE = (
 )
 
 
-def _us(ns: float) -> str:
-    if ns is None or (isinstance(ns, float) and math.isnan(ns)):
-        return "-"
-    return f"{ns / 1000:.3f}" if ns < 100_000 else f"{ns / 1000:.1f}"
-
-
-def _num(x: float, digits: int = 2) -> str:
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
-
-
 Rows = tuple[list[str], list[list[str]]]
-
-
-def latency_rows(run: RunData) -> Rows:
-    results = run.results_frame()
-    rows = results[(results.experiment == "latency") & (results.status == "ok")]
-    ratios = {(m.transport, m.placement, m.payload_bytes): m for m in run.model
-              if m.parameter == "latency_ratio"}
-    header = ["transport", "placement", "bytes", "median us", "95% CI us", "p95 us",
-              "switches/op", "CPU us/op", "T_mu/T_m"]
-    body = []
-    for r in rows.itertuples():
-        ratio = ratios.get((r.transport, r.placement, r.payload_bytes))
-        body.append([
-            r.transport, r.placement, str(r.payload_bytes), _us(r.median),
-            f"{_us(r.ci_low)}-{_us(r.ci_high)}", _us(r.p95), _num(r.ctx_switches_per_op),
-            _us(r.cpu_ns_per_op), _ratio_cell(r.transport, ratio),
-        ])
-    return header, body
-
-
-def _ratio_cell(transport: str, ratio: ModelRow | None) -> str:
-    if ratio is not None:
-        return f"{ratio.value:.1f} ({ratio.ci_low:.1f}-{ratio.ci_high:.1f})"
-    return "1 (baseline)" if transport == "call" else "-"
-
-
-def payload_rows(run: RunData) -> Rows:
-    results = run.results_frame()
-    rows = results[(results.experiment == "payload") & (results.status == "ok")]
-    if rows.empty:
-        return [], []
-    table = rows.pivot_table(index=["transport", "placement"], columns="payload_bytes",
-                             values="median", aggfunc="first")
-    slopes = {(m.transport, m.placement): m for m in run.model
-              if m.parameter == "copy_ns_per_byte"}
-    header = ["transport", "placement", *[_size(c) for c in table.columns], "ns/B"]
-    body = []
-    for (transport, placement), values in table.iterrows():
-        slope = slopes.get((transport, placement))
-        body.append([transport, placement, *[_us(v) for v in values],
-                     f"{slope.value:.3f}" if slope else "-"])
-    return header, body
-
-
-def _size(n: int) -> str:
-    for unit, shift in (("MiB", 20), ("KiB", 10)):
-        if n >= 1 << shift and n % (1 << shift) == 0:
-            return f"{n >> shift} {unit}"
-    return f"{n} B"
 
 
 def not_run_rows(run: RunData) -> Rows:
     header = ["case", "status", "reason"]
     return header, [[c.case.name, c.status, c.note] for c in run.cases if c.status != "ok"]
-
-
-HEADLINE = {
-    "alpha": "alpha ns", "beta": "beta ns", "beta_ring": "beta_ring ns", "C0": "C0 ns",
-    "copy_ns_per_byte": "copy ns/B", "chain_max_rel_error": "seed form err",
-    "chain_max_rel_error_count": "counts err", "chain_max_rel_error_extended": "extended err",
-}
-
-
-def parameter_rows(run: RunData) -> Rows:
-    """The model's headline parameters, one row per transport (same-cpu)."""
-    chosen: dict[str, dict[str, str]] = {}
-    for m in run.model:
-        if m.parameter not in HEADLINE or m.placement not in ("same-cpu", ""):
-            continue
-        if m.parameter == "alpha" and m.payload_bytes not in (None, 64):
-            continue
-        if math.isnan(m.value):
-            cell = "-"
-        elif m.unit == "ratio":
-            cell = f"{m.value:.1%}"
-        else:
-            cell = f"{m.value:.4g}" + (f" ({m.ci_low:.4g} to {m.ci_high:.4g})"
-                                       if not math.isnan(m.ci_low) else "")
-        chosen.setdefault(m.transport, {})[m.parameter] = cell
-    names = [p for p in HEADLINE if any(p in row for row in chosen.values())]
-    header = ["transport", *[HEADLINE[p] for p in names]]
-    return header, [[t, *[row.get(p, "-") for p in names]] for t, row in sorted(chosen.items())]
-
-
-def prediction_rows(run: RunData) -> Rows:
-    table = run.tables.get("chain_predictions")
-    if table is None or table.empty:
-        return [], []
-    header = ["transport", "topology", "k", "measured us", "T_m us", "T_mu/T_m", "messages",
-              "switches (seed 4k)", "seed us (err)", "counts us (err)", "extended us (err)",
-              "line fit residual us"]
-    body = []
-    for r in table.sort_values(["transport", "topology", "k"]).itertuples():
-        body.append([
-            r.transport, r.topology, str(r.k), _us(r.measured_ns), _us(r.T_m_ns),
-            _num(r.latency_ratio, 1), _num(r.messages_per_op, 1),
-            f"{r.switches_per_op:.2f} ({r.seed_switches})",
-            f"{_us(r.pred_seed_ns)} ({r.err_seed:+.1%})",
-            f"{_us(r.pred_count_ns)} ({r.err_count:+.1%})",
-            f"{_us(r.pred_extended_ns)} ({r.err_extended:+.1%})" if not math.isnan(
-                r.pred_extended_ns) else "-",
-            f"{r.seed_fit_residual_ns / 1000:+.3f}" if not math.isnan(r.seed_fit_residual_ns)
-            else "-",
-        ])
-    return header, body
-
-
-def ring_rows(run: RunData) -> Rows:
-    table = run.tables.get("ring_beta")
-    if table is None or table.empty:
-        return [], []
-    header = ["transport", "W bytes", "processes", "hop us", "same-process us", "beta us (CI)",
-              "switches/hop"]
-    body = [[r.transport, str(r.working_set), str(r.processes), _us(r.hop_ns),
-             _us(r.overhead_ns), f"{_us(r.beta_ns)} ({_us(r.beta_ci_low)}-{_us(r.beta_ci_high)})",
-             _num(r.switches_per_hop)]
-            for r in table.sort_values(["transport", "working_set", "processes"]).itertuples()]
-    return header, body
 
 
 def _check_value(m: ModelRow, x: float | None) -> str:
@@ -222,10 +89,13 @@ def model_rows(run: RunData) -> Rows:
 
 
 def experiment_sections(run: RunData) -> list[Section]:
-    """What each experiment adds to the report (the system experiments do)."""
+    """Each experiment's own sections, in the order the run's suite lists them."""
     results = run.results_frame()
+    ran = list(dict.fromkeys(results.experiment))  # the suite's order
+    registry = load_experiments()
     found = []
-    for experiment in load_experiments().values():
+    for experiment in sorted(registry.values(), key=lambda e: (
+            ran.index(e.name) if e.name in ran else len(ran), e.name)):
         try:
             made = experiment.report(results, run.model, run.tables, run.plots)
         except Exception as exc:  # as in harness.model.analyze: the rest still renders
@@ -278,10 +148,6 @@ INTRO = (
     "involuntary context switches of the client and every server; CPU/op sums their CPU "
     "time. " + CROSS_CPU_NOTE
 )
-LATENCY_TITLE = "Round trip (latency) and T_mu/T_m, microseconds"
-COST_MODEL_TITLE = "Cost model (ns; errors are the worst k)"
-CHAIN_TITLE = "Chain and fan-out: measured against the cost model, microseconds"
-
 
 @dataclass
 class Report:
@@ -296,42 +162,24 @@ class Report:
     notes: list[str] = field(default_factory=list)  # parts of the analysis that failed
 
 
-def _plots(run: RunData, *names: str) -> list[str]:
-    return [name for name in names if name in run.plots]
-
-
 def _section(title: str, rows: Rows, note: str = "", plots: list[str] | None = None,
              summary: bool = True) -> Section:
     header, body = rows
     return Section(title, header, body, note, plots or [], summary)
 
 
-def cost_model_sections(run: RunData) -> list[Section]:
-    """The chain against the model, and the model's parameters (what ``fit`` prints)."""
-    mhz = run.metadata.get("machine_extra", {}).get("cpu_mhz_nominal")
-    cycles = (f" Cycles in `model.csv` use the nominal {mhz:.0f} MHz (a VM does not expose "
-              "the real clock)." if mhz else "")
-    return [
-        _section(CHAIN_TITLE, prediction_rows(run),
-                 plots=_plots(run, "chain.png", "ratio_over_k.png")),
-        _section(COST_MODEL_TITLE, parameter_rows(run), note=MODEL_NOTE + cycles),
-    ]
-
-
 def build_report(run: RunData) -> Report:
-    """The run's report; every section computed here, once."""
+    """The run's report; every section computed here, once. The experiments' own
+    sections come first, in the order the suite lists them."""
+    mhz = run.metadata.get("machine_extra", {}).get("cpu_mhz_nominal")
+    cycles = (f"value_cycles in model.csv uses the nominal {mhz:.0f} MHz (a VM does not "
+              "expose the real clock)." if mhz else "")
     sections = [
-        _section(LATENCY_TITLE, latency_rows(run),
-                 plots=_plots(run, "latency.png", "latency_distribution.png")),
-        _section("Payload sweep: median round trip, microseconds", payload_rows(run),
-                 plots=_plots(run, "payload.png")),
-        *cost_model_sections(run),
-        _section("Ring: beta over processes and working set", ring_rows(run), summary=False),
         *experiment_sections(run),
         _section(CHECKS_TITLE, check_rows(run), note=CHECKS_NOTE),
-        _section("All model parameters", model_rows(run), summary=False),
+        _section("All model parameters", model_rows(run), note=cycles, summary=False),
         _section(DISTURBANCE_TITLE, disturbance_rows(run), note=DISTURBANCE_NOTE,
-                 plots=_plots(run, *HOST_PLOTS), summary=False),
+                 plots=[p for p in HOST_PLOTS if p in run.plots], summary=False),
         _section("Cases not run", not_run_rows(run)),
     ]
     placed = {name for section in sections for name in section.plots}
@@ -342,8 +190,8 @@ def build_report(run: RunData) -> Report:
 
 
 def model_report(run: RunData) -> Report:
-    """What ``ipcbench fit`` prints: the cost model's sections alone."""
-    return _report(run, cost_model_sections(run))
+    """What ``ipcbench fit`` prints: the sections the experiments mark as their model's."""
+    return _report(run, [s for s in experiment_sections(run) if s.fit])
 
 
 def _report(run: RunData, sections: list[Section]) -> Report:

@@ -60,6 +60,25 @@ UNITS: dict[str, Unit] = {u.name: u for u in (
 )}
 
 
+def us(ns: float | None) -> str:
+    """A time in ns as microseconds, the number alone (a table's header names the unit)."""
+    if ns is None or math.isnan(ns):
+        return "-"
+    return f"{ns / 1000:.3f}" if ns < 100_000 else f"{ns / 1000:.1f}"
+
+
+def number(x: float | None, digits: int = 2) -> str:
+    return "-" if x is None or math.isnan(x) else f"{x:.{digits}f}"
+
+
+def size(n: int) -> str:
+    """A byte count as a size: 64 B, 16 KiB, 1 MiB."""
+    for unit, shift in (("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift and n % (1 << shift) == 0:
+            return f"{n >> shift} {unit}"
+    return f"{n} B"
+
+
 def lookup(name: str) -> Unit:
     """The registered unit; ValueError naming the known ones otherwise."""
     try:
