@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench import timed
 from bench.ring import Ring, beta_by_processes, beta_draws
 from harness.experiment import (
     COMMON_KEYS,
@@ -41,7 +42,6 @@ from harness.experiment import (
     Plan,
     Section,
     check_row,
-    triage,
 )
 from harness.fit import FitError, ols
 from harness.plots import pyplot, save
@@ -75,7 +75,7 @@ class Amplification(Experiment):
                 if transport != BASELINE:
                     cases += [Case(self.name, transport, placement, p, metric="message",
                                    topology="self", **work) for p in params.payload_bytes]
-        return triage(cases)
+        return timed.plan(cases)
 
     def model(self, samples: pd.DataFrame) -> list[ModelRow]:
         mine = self.mine(samples, placement=PLACEMENT)

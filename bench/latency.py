@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.timed import echo_plan
 from harness.experiment import (
     Experiment,
     ExperimentParams,
@@ -17,7 +18,6 @@ from harness.experiment import (
     Plan,
     Section,
     check_row,
-    echo_plan,
 )
 from harness.plots import save
 from harness.stats import ratio_of_medians

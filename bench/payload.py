@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.experiment import Experiment, ExperimentParams, ModelRow, Plan, Section, echo_plan
+from bench.timed import echo_plan
+from harness.experiment import Experiment, ExperimentParams, ModelRow, Plan, Section
 from harness.fit import ols
 from harness.plots import save
 from harness.units import size, us

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.experiment import Experiment, ExperimentParams, ModelRow, Plan, Section, triage
+from bench import timed
+from harness.experiment import Experiment, ExperimentParams, ModelRow, Plan, Section
 from harness.records import Case
 from harness.samples import Estimate, estimate, median_draws, select
 from harness.units import number, us
@@ -39,7 +40,7 @@ class Ring(Experiment):
                                       topology="self", **common))
                     cases += [Case(self.name, transport, placement, k=n, metric="hop",
                                    topology="ring", **common) for n in params.k]
-        return triage(cases)
+        return timed.plan(cases)
 
     def model(self, samples: pd.DataFrame) -> list[ModelRow]:
         rows: list[ModelRow] = []

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -18,10 +19,10 @@ import pandas as pd
 
 from harness import units
 from harness.plots import pyplot, save
-from harness.records import PROBE, TOPOLOGIES, Case, CaseResult
+from harness.records import PROBE, Case, CaseResult
 from harness.samples import medians, select
-from harness.topology import refuse as refuse_topology
-from servers.transports import PLACEMENTS, TRANSPORTS, Placement
+from harness.topology import builders
+from servers.transports import PLACEMENTS, TRANSPORTS
 from servers.workloads import WORKLOADS
 
 ENTRY_POINT_GROUP = "ipcbench.experiments"
@@ -110,10 +111,11 @@ class ExperimentParams:
             raise ValueError(f"{where}.payload_bytes: sizes must be >= 0")
         if self.iterations < 0:
             raise ValueError(f"{where}.iterations: must be >= 0")
-        unknown = sorted(set(self.topologies) - set(TOPOLOGIES))
+        known = sorted(builders())
+        unknown = sorted(set(self.topologies) - set(known))
         if unknown:
             raise ValueError(f"{where}.topologies: unknown topology {unknown[0]!r} "
-                             f"(known: {', '.join(TOPOLOGIES)})")
+                             f"(known: {', '.join(known)})")
         if any(k < 1 for k in self.k):
             raise ValueError(f"{where}.k: must be >= 1")
         if any(w < 0 for w in self.working_sets) or self.message_bytes < 0:
@@ -334,20 +336,9 @@ def check_sizes(experiment: str, params: ExperimentParams) -> None:
         )
 
 
-def refusal(case: Case, cpus: int) -> str | None:
-    """Why this machine or this transport cannot run a case, or None."""
-    transport = TRANSPORTS[case.transport]
-    if transport.in_process and case.placement != "same-cpu":
-        return "an in-process call has no placement: measured once, as same-cpu"
-    if case.placement == "cross-cpu" and cpus < 2:
-        return "cross-cpu needs two usable CPUs"
-    links = case.k if case.topology in ("chain", "fanout", "ring") else 1
-    return refuse_topology(case, transport) or transport.refuse(
-        case.payload_bytes, Placement(case.placement, cpus), links
-    )
-
-
-def triage(cases: list[Case]) -> Plan:
+def triage(cases: list[Case], refusal: Callable[[Case, int], str | None]) -> Plan:
+    """The cases this machine can run, and the others skipped with the reason
+    ``refusal(case, usable CPUs)`` gives."""
     cpus = len(os.sched_getaffinity(0))
     plan = Plan()
     for case in cases:
@@ -357,18 +348,6 @@ def triage(cases: list[Case]) -> Plan:
         else:
             plan.runnable.append(case)
     return plan
-
-
-def echo_plan(experiment: str, params: ExperimentParams) -> Plan:
-    """Client plus one echo server per case, over transports x placements x payloads."""
-    check_sizes(experiment, params)
-    return triage([
-        Case(experiment, transport, placement, size, workload=params.workload,
-             iterations=params.iterations)
-        for transport in params.transports
-        for placement in params.placements
-        for size in params.payload_bytes
-    ])
 
 
 def probe_cases(experiment: str, transport: str, metrics: dict[str, str],

@@ -27,7 +27,7 @@ from harness.records import Case, Settings
 from harness.reference import PipeReference
 from harness.supervisor import Supervisor
 from harness.timing import calibrate, run_batches
-from harness.topology import build
+from harness.topology import builder_path, load_builder
 
 BATCH_NS = 10_000_000
 CPU_LOOP = 20_000  # additions: about as long as the reference, in pure bytecode
@@ -61,7 +61,8 @@ def probe(seconds: float) -> Series:
     try:
         with Supervisor(NameSource(new_run_prefix()), "same-cpu") as sup:
             sup.pin_client()
-            setup = build(Case("doctor", "pipe", "same-cpu", 64), sup)
+            setup = load_builder(builder_path("echo"))(Case("doctor", "pipe", "same-cpu", 64),
+                                                       sup)
             loops = calibrate(setup.send, setup.recv, setup.message, BATCH_NS)
             counters = CaseCounters(sup.pids, [sup.client_cpu])
             try:

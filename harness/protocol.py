@@ -23,6 +23,7 @@ class Task:
     journal: str  # where the worker records the IPC objects it creates (for cleanup)
     runner_pid: int  # the worker dies with it
     cpus: list[int]  # the CPUs the worker may use
+    builder: str = ""  # a timed case's topology, ``module:function`` (harness.topology)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -32,7 +33,7 @@ class Task:
         data = json.loads(text)
         return cls([Case.from_dict(c) for c in data["cases"]], Settings(**data["settings"]),
                    str(data["prefix"]), str(data["journal"]), int(data["runner_pid"]),
-                   [int(cpu) for cpu in data["cpus"]])
+                   [int(cpu) for cpu in data["cpus"]], str(data.get("builder", "")))
 
 
 @dataclass(frozen=True)

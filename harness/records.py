@@ -20,7 +20,6 @@ COUNTER_COLUMNS = [
     "system_ctxt_per_op",
     "messages_per_op",
 ]
-TOPOLOGIES = ("echo", "chain", "fanout", "ring", "self", "compute")
 PROBE = "probe"  # a case an experiment measures itself (footprint, boot, faults, ...)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -16,6 +16,7 @@ from harness.disturbance import mark
 from harness.ipcnames import journal_path
 from harness.protocol import Reply, Task
 from harness.records import PROBE, Case, CaseResult, Settings, WorkerResult
+from harness.topology import GROUP, builders
 
 WORKER_STARTUP_S = 30.0
 
@@ -37,6 +38,7 @@ class Runner:
     prefix: str
     console: Console
     _active: subprocess.Popen[str] | None = None
+    _builders: dict[str, str] = field(default_factory=dict)
 
     def run(self, cases: list[Case]) -> list[CaseResult]:
         """Every case gets one worker per pass, passes one after another.
@@ -112,7 +114,7 @@ class Runner:
     def _worker(self, cases: list[Case], python: str = sys.executable) -> list[WorkerResult]:
         timeout = worker_wait(self.settings, cases[0])
         task = Task(cases, self.settings, self.prefix, str(journal_path(self.prefix)),
-                    os.getpid(), self.cpus)
+                    os.getpid(), self.cpus, self._builder(cases[0]))
         # ``--run`` is for ``ipcbench cleanup``, which finds strays by command line.
         command = [python, "-I", "-m", WORKER_MODULE, "--run", self.prefix]
         # A probe times no batches of its own: its worker's whole life is its window.
@@ -126,6 +128,17 @@ class Runner:
         finally:
             if window is not None:
                 window.close()
+
+    def _builder(self, case: Case) -> str:
+        """The ``module:function`` that wires a timed case (looked up once per run)."""
+        if case.topology == PROBE:
+            return ""
+        if not self._builders:
+            self._builders = builders()
+        if case.topology not in self._builders:
+            raise WorkerError(f"no topology {case.topology!r} is registered "
+                              f"(entry point group {GROUP})")
+        return self._builders[case.topology]
 
     def _run_worker(self, command: list[str], task: Task, timeout: float
                     ) -> list[WorkerResult]:

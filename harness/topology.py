@@ -1,8 +1,11 @@
-"""How a case's processes are wired, and what its timed loop calls.
+"""How a case's processes are wired, as the engine sees it: a ``Setup``.
 
-Each builder starts the servers a topology needs through the supervisor and
-returns a ``Setup``: the two callables of the timed loop, the message, how
-many hops one loop iteration makes, and a byte-for-byte check.
+A topology is a builder, ``build(case, supervisor) -> Setup``, that starts the servers
+a case needs and returns the two callables of its timed loop, the message, how many
+hops one loop makes, and a byte-for-byte check. Experiments register their builders
+in the ``ipcbench.topologies`` entry-point group; the runner resolves a case's builder
+once and hands its ``module:function`` to the worker, which imports just that (an
+entry-point lookup would cost every worker tens of milliseconds).
 """
 
 from __future__ import annotations
@@ -10,19 +13,14 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
+from importlib import import_module
 
 from harness.records import Case
 from harness.supervisor import Supervisor
-from servers.chain import forwarder
-from servers.ring import relay, working_set_toucher
-from servers.transports import Buffer, Channel, Link, Transport, get_transport
+from servers.transports import Buffer, Channel
 from servers.transports.base import Recv, Send
-from servers.workloads import Workload
 
-
-class IntegrityError(RuntimeError):
-    """A reply did not match its request byte for byte."""
+GROUP = "ipcbench.topologies"
 
 
 @dataclass
@@ -34,6 +32,13 @@ class Setup:
     hops: int = 1  # values are per hop: a ring lap is k hops
     messages: int = 2  # messages per loop iteration
     baseline: Send | None = None  # an empty call to subtract (C0)
+
+
+Builder = Callable[[Case, Supervisor], Setup]
+
+
+class IntegrityError(RuntimeError):
+    """A reply did not match its request byte for byte."""
 
 
 def expect_same(reply: Buffer, request: bytes) -> None:
@@ -52,154 +57,22 @@ def round_trip_check(channel: Channel, payload: int) -> Callable[[], None]:
     return check
 
 
-def _messages(case: Case, count: int) -> int:
-    """Messages per request; function calls in process send none."""
-    return 0 if get_transport(case.transport).in_process else count
+def builders() -> dict[str, str]:
+    """Every registered topology: name -> ``module:function`` of its builder."""
+    from importlib.metadata import entry_points  # the runner's, never a worker's
+
+    return {entry.name: entry.value for entry in entry_points(group=GROUP)}
 
 
-def echo(case: Case, sup: Supervisor) -> Setup:
-    transport, workload = get_transport(case.transport), Workload(case.workload, case.iterations)
-    channel = sup.start(transport, case.payload_bytes, workload.handler)
-    return _through(channel, case, messages=_messages(case, 2))
+def builder_path(name: str) -> str:
+    found = builders()
+    if name not in found:
+        raise ValueError(f"unknown topology {name!r} (known: {', '.join(sorted(found))})")
+    return found[name]
 
 
-def chain(case: Case, sup: Supervisor) -> Setup:
-    """client -> S1 -> ... -> Sk: started from the far end, each hop handed to its caller."""
-    transport, workload = get_transport(case.transport), Workload(case.workload, case.iterations)
-    nearest = sup.start(transport, case.payload_bytes, workload.handler)
-    for _ in range(case.k - 1):
-        downstream = nearest
-        nearest = sup.start(transport, case.payload_bytes,
-                            partial(forwarder, downstream), handoff=[downstream])
-    return _through(nearest, case, messages=_messages(case, 2 * case.k))
-
-
-def fanout(case: Case, sup: Supervisor) -> Setup:
-    """The client asks k services in turn."""
-    transport, workload = get_transport(case.transport), Workload(case.workload, case.iterations)
-    channels = [sup.start(transport, case.payload_bytes, workload.handler) for _ in range(case.k)]
-    request = os.urandom(case.payload_bytes)
-    # each service's own fast calls and message, as a single-server loop would use them
-    calls = [(*channel.timed_ops(), channel.prepare(request)) for channel in channels]
-
-    def ask_all(_message: Buffer) -> None:
-        for send, recv, message in calls:
-            send(message)
-            if recv is not None:
-                recv()
-
-    checks = [round_trip_check(channel, case.payload_bytes) for channel in channels]
-
-    def check_all() -> None:
-        for check in checks:
-            check()
-
-    return Setup(ask_all, None, request, check_all,
-                 messages=_messages(case, 2 * case.k))
-
-
-def ring(case: Case, sup: Supervisor) -> Setup:
-    """A token around k processes (the client and k-1 relays), one link per hop."""
-    transport = get_transport(case.transport)
-    links = [sup.open(transport, case.payload_bytes) for _ in range(case.k)]
-    for i in range(1, case.k):
-        sup.spawn(partial(_relay_body, links, i, case.working_set),
-                  keep_links=(links[i - 1], links[i]))
-    first, last = _ring_ends(sup, links)
-    send, _ = first.timed_ops()
-    _, recv = last.timed_ops()
-
-    def check() -> None:
-        request = os.urandom(case.payload_bytes)
-        first.send(request)
-        expect_same(last.recv(), request)
-
-    return Setup(send, recv, first.prepare(os.urandom(case.payload_bytes)), check,
-                 hops=case.k, messages=case.k)
-
-
-def _relay_body(links: list[Link], i: int, working_set: int) -> Callable[[], None]:
-    inbound, outbound = links[i - 1].server(), links[i].client()
-    return lambda: relay(inbound, outbound, working_set)
-
-
-def _ring_ends(sup: Supervisor, links: list[Link]) -> tuple[Channel, Channel]:
-    first, last = links[0].client(), links[-1].server()
-    for link in links[1:-1]:
-        link.close()
-    sup.forget(links)
-    return sup.take(first), sup.take(last)
-
-
-def loopback(case: Case, sup: Supervisor) -> Setup:
-    """One process sends to itself and receives: one message, no switch (alpha)."""
-    link = sup.open(get_transport(case.transport), case.payload_bytes)
-    sender, receiver = link.loopback()
-    sup.forget([link])
-    sup.take(sender)
-    sup.take(receiver)
-    send, _ = sender.timed_ops()
-    _, receive = receiver.timed_ops()
-    if receive is None:  # every transport that forms a loopback receives in the loop
-        raise RuntimeError(f"{case.transport}: a loopback's receiving end has no receive")
-    recv = receive
-    if case.working_set:  # the same-process overhead of a ring hop that touches W bytes
-        recv = _touching(receive, working_set_toucher(case.working_set))
-
-    def check() -> None:
-        request = os.urandom(case.payload_bytes)
-        sender.send(request)
-        expect_same(receiver.recv(), request)
-
-    return Setup(send, recv, sender.prepare(os.urandom(case.payload_bytes)), check, messages=1)
-
-
-def _touching(receive: Recv, touch: Callable[[int], object]) -> Recv:
-    def recv() -> Buffer:
-        token = receive()
-        touch(1)
-        return token
-
-    return recv
-
-
-def compute(case: Case, sup: Supervisor) -> Setup:
-    """The handler called in process, with an empty call timed beside it (C0)."""
-    handler = Workload(case.workload, case.iterations).handler()
-
-    def check() -> None:
-        request = os.urandom(case.payload_bytes)
-        expect_same(handler(request), request)
-
-    return Setup(handler, None, os.urandom(case.payload_bytes), check, messages=0, baseline=id)
-
-
-def _through(channel: Channel, case: Case, messages: int) -> Setup:
-    send, recv = channel.timed_ops()
-    return Setup(send, recv, channel.prepare(os.urandom(case.payload_bytes)),
-                 round_trip_check(channel, case.payload_bytes), messages=messages)
-
-
-BUILDERS: dict[str, Callable[[Case, Supervisor], Setup]] = {
-    "echo": echo,
-    "chain": chain,
-    "fanout": fanout,
-    "ring": ring,
-    "self": loopback,
-    "compute": compute,
-}
-
-
-def build(case: Case, sup: Supervisor) -> Setup:
-    return BUILDERS[case.topology](case, sup)
-
-
-def refuse(case: Case, transport: Transport) -> str | None:
-    """Why a topology cannot run over a transport, or None."""
-    if transport.in_process and case.topology in ("ring", "self"):
-        return f"an in-process call has no {case.topology}: nothing crosses a process"
-    if case.topology == "ring" and case.k < 2:
-        return "a ring needs at least two processes"
-    if case.topology == "compute" and not transport.in_process:
-        return "C0 is measured in process only"
-    return None
+def load_builder(path: str) -> Builder:
+    """The builder at ``module:function``."""
+    module, _, name = path.partition(":")
+    builder: Builder = getattr(import_module(module), name)
+    return builder

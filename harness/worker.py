@@ -18,7 +18,7 @@ from harness.records import PROBE, BatchRecord, Case, Settings, WorkerResult
 from harness.reference import PipeReference
 from harness.supervisor import Supervisor
 from harness.timing import run_batches, warm_up, watchdog
-from harness.topology import Setup, build
+from harness.topology import Setup, load_builder
 from servers.process import die_with_parent
 
 # Probes live in light modules of their own: the servers they fork inherit the image.
@@ -54,10 +54,10 @@ def timed_batches(setup: Setup, loops: int, settings: Settings, counters: CaseCo
     return values, records, sum(windows[1:], windows[0])
 
 
-def run_case(case: Case, settings: Settings, names: NameSource) -> WorkerResult:
+def run_case(case: Case, settings: Settings, names: NameSource, builder: str) -> WorkerResult:
     with Supervisor(names, case.placement, case.sched_batch, settings.timeout_s) as sup:
         sup.pin_client()
-        setup = build(case, sup)
+        setup = load_builder(builder)(case, sup)
         with sup.watch():
             values, loops, warmups, batches, spent = measure(setup, sup, settings)
     hops = setup.hops
@@ -116,7 +116,7 @@ def main() -> int:
             results = run_probe(cases, settings, names)
         else:
             [case] = cases
-            results = [run_case(case, settings, names)]
+            results = [run_case(case, settings, names, task.builder)]
     except Exception as exc:
         print(Reply([], f"{type(exc).__name__}: {exc}").to_json())
         return 1

@@ -66,14 +66,17 @@ def run_worker(case: dict | list[dict], settings: dict | None = None, prefix: st
     Returns the case's result, or for a list of cases ``{metric: result}``.
     """
     from harness.protocol import Reply, Task
-    from harness.records import Case, Settings
+    from harness.records import PROBE, Case, Settings
+    from harness.topology import builder_path
 
     cases = case if isinstance(case, list) else [case]
+    first = Case.from_dict(cases[0])
     task = Task([Case.from_dict(c) for c in cases],
                 Settings(**(settings or {"workers": 1, "batches": 2, "warmups": 0,
                                          "batch_ms": 5.0, "timeout_s": 5.0})),
                 prefix or f"ipcb-{os.getpid()}-test-", os.devnull, os.getpid(),
-                sorted(os.sched_getaffinity(0)))
+                sorted(os.sched_getaffinity(0)),
+                "" if first.topology == PROBE else builder_path(first.topology))
     done = subprocess.run([sys.executable, "-I", "-m", "harness.worker"], input=task.to_json(),
                           capture_output=True, text=True, timeout=120, env=env)
     assert done.stdout, done.stderr
