@@ -34,10 +34,9 @@ import pandas as pd
 
 from bench import timed
 from bench.ring import Ring, beta_by_processes, beta_draws
+from bench.timed import ChainParams
 from harness.experiment import (
-    COMMON_KEYS,
     Experiment,
-    ExperimentParams,
     ModelRow,
     Plan,
     Section,
@@ -57,9 +56,9 @@ PLACEMENT = "same-cpu"
 class Amplification(Experiment):
     name = "amplification"
     description = "requests through k servers: the cost model, predicted against measured"
-    accepted = (*COMMON_KEYS, "k", "topologies", "message_bytes", "sched_batch")
+    params_type = ChainParams
 
-    def plan(self, params: ExperimentParams) -> Plan:
+    def plan(self, params: ChainParams) -> Plan:
         if BASELINE not in params.transports:
             raise ValueError(f"experiments.{self.name}.transports must include {BASELINE!r}")
         work: dict[str, Any] = dict(workload=params.workload, iterations=params.iterations,

@@ -22,18 +22,21 @@ modes) and ``duration_s``: a worker repeats the boot
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from bench.probes.boot import METRICS, REQUEST_BYTES
+from bench.timed import known_transports
 from harness.experiment import (
-    ExperimentParams,
     ModelRow,
+    Params,
     Plan,
     ProbeExperiment,
     Section,
+    param,
     parameters,
     probe_cases,
 )
@@ -65,15 +68,31 @@ def times(ratio: float) -> str:
     return f"{float(f'{ratio:.3g}'):,.0f}x" if ratio >= 100 else f"{ratio:.3g}x"
 
 
+@dataclass(frozen=True)
+class BootParams(Params):
+    """Its table in a suite file."""
+
+    transports: tuple[str, ...] = param(("call", "pipe", "mq", "shm", "uds"),
+                                        "the transports the servers "
+                                        "speak (call: N objects in one process)",
+                                        choices=known_transports)
+    servers: tuple[int, ...] = param((1,), "server counts N (at least two, for the fit)",
+                                     low=1)
+    modes: tuple[str, ...] | None = param(None, "how servers start: fork, exec (default: "
+                                          "every mode the transports allow)")
+    duration_s: float = param(1.0, "the longest a worker repeats boots for", "s",
+                              positive=True)
+
+
 class Boot(ProbeExperiment):
     name = "boot"
     description = "start N servers until each answers, against N objects in process: b0 + N b_s"
-    accepted = ("transports", "servers", "modes", "duration_s")
+    params_type = BootParams
 
-    def plan(self, params: ExperimentParams) -> Plan:
+    def plan(self, params: BootParams) -> Plan:
         where = self.where
         # left out: every mode the transports allow
-        modes = params.chosen("modes", MODES if "pipe" in params.transports else ("fork",))
+        modes = params.modes or (MODES if "pipe" in params.transports else ("fork",))
         unknown = sorted(set(modes) - set(MODES))
         if unknown:
             raise ValueError(f"{where}.modes: unknown mode {unknown[0]!r} (known: fork, exec)")

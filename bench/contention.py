@@ -39,6 +39,7 @@ service_us, duration_s) is its own configuration: rows and fits never pool them.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -46,13 +47,15 @@ import pandas as pd
 
 from bench.probes.contention import KILL_METRICS, METRICS, VARIANTS
 from bench.queueing import mm1_wait, pk_wait
+from bench.timed import known_transports
 from harness.experiment import (
-    ExperimentParams,
     ModelRow,
+    Params,
     Plan,
     ProbeExperiment,
     Section,
     check_row,
+    param,
     probe_cases,
 )
 from harness.plots import finish_axes
@@ -167,15 +170,29 @@ def draw_errors(levels: dict[float, Runs], service_us: float,
     return {name: np.array(values) for name, values in draws.items()}
 
 
+@dataclass(frozen=True)
+class ContentionParams(Params):
+    """Its table in a suite file."""
+
+    transports: tuple[str, ...] = param(("shm", "call"), "the lock: shm (processes and a "
+                                        "POSIX semaphore), call (threads and a "
+                                        "threading.Lock)", choices=known_transports)
+    modes: tuple[str, ...] = param(("busy",), "what a holder does: busy, sleep, kill")
+    servers: tuple[int, ...] = param((1,), "sources P contending for the lock", low=1)
+    levels: tuple[float, ...] = param((0.5,), "offered loads rho = lambda / mu")
+    duration_s: float = param(1.0, "each load's measured window", "s", positive=True)
+    service_us: float = param(200.0, "mean hold of the lock (1/mu)", "us", positive=True)
+
+
 class Contention(ProbeExperiment):
     name = "contention"
     description = "a lock as an M/M/1 queue: measured wait against rho/(mu - lambda)"
-    accepted = ("transports", "modes", "servers", "levels", "duration_s", "service_us")
+    params_type = ContentionParams
 
-    def plan(self, params: ExperimentParams) -> Plan:
+    def plan(self, params: ContentionParams) -> Plan:
         where = self.where
-        transports = params.chosen("transports", ("shm", "call"))
-        modes = params.chosen("modes", ("busy",))
+        transports = params.transports
+        modes = params.modes
         for name in transports:
             if name not in TRANSPORTS:
                 raise ValueError(f"{where}.transports: {name!r} is not a lock here "

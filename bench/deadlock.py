@@ -21,17 +21,20 @@ when every detection found exactly the planted cycles (as sets of servers).
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from bench.timed import known_transports
 from harness.experiment import (
-    ExperimentParams,
     ModelRow,
+    Params,
     Plan,
     ProbeExperiment,
     Section,
+    param,
     parameters,
     probe_cases,
 )
@@ -50,14 +53,28 @@ IN_PROCESS = "call"
 WORKERS_PER_SEED = 1_000_000
 
 
+@dataclass(frozen=True)
+class DeadlockParams(Params):
+    """Its table in a suite file."""
+
+    transports: tuple[str, ...] = param(("call", "pipe", "mq", "shm", "uds"),
+                                        "what the detector asks the "
+                                        "servers over (call: one in-process lock table)",
+                                        choices=known_transports)
+    servers: tuple[int, ...] = param((1,), "servers N, each holding its part of the lock "
+                                     "graph", low=1)
+    modes: tuple[str, ...] = param(VARIANTS, "graph kinds: cyclic, acyclic")
+    seeds: tuple[int, ...] = param((1,), "the random graphs' seeds")
+
+
 class Deadlock(ProbeExperiment):
     name = "deadlock"
     description = "deadlock detection: query N servers over IPC against one in-process lock graph"
-    accepted = ("transports", "servers", "modes", "seeds")
+    params_type = DeadlockParams
 
-    def plan(self, params: ExperimentParams) -> Plan:
+    def plan(self, params: DeadlockParams) -> Plan:
         where = self.where
-        variants = params.chosen("modes", VARIANTS)
+        variants = params.modes
         unknown = sorted(set(variants) - set(VARIANTS))
         if unknown:
             raise ValueError(f"{where}.modes: unknown variant {unknown[0]!r} "

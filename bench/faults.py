@@ -48,13 +48,15 @@ import numpy as np
 import pandas as pd
 
 from bench.probes.faults import COUNTS, DEADLINE_NS, PROBE_RATE, WINDOW
+from bench.timed import known_transports
 from harness.experiment import (
-    ExperimentParams,
     ModelRow,
+    Params,
     Plan,
     ProbeExperiment,
     Section,
     check_row,
+    param,
     probe_cases,
 )
 from harness.plots import finish_axes
@@ -154,19 +156,36 @@ def realized(sub: pd.DataFrame, label: str) -> Realized:
         Estimate(float(100 * (measured - predicted)), *low_high[2]))
 
 
+@dataclass(frozen=True)
+class FaultsParams(Params):
+    """Its table in a suite file."""
+
+    transports: tuple[str, ...] = param(("pipe",), "what the servers speak (a crash must "
+                                        "show as EOF: pipe or uds)",
+                                        choices=known_transports)
+    servers: tuple[int, ...] = param((1,), "servers S sharing the crashes", low=1)
+    modes: tuple[str, ...] = param(MODES, "how a server crashes: kill (SIGKILL), raise "
+                                   "(an exception)")
+    duration_s: float = param(1.0, "the window a batch injects crashes over", "s",
+                              positive=True)
+    crash_rate: float = param(1.0, "injected crashes per second (lambda)", "1/s",
+                              positive=True)
+    payload_bytes: tuple[int, ...] = param((64,), "request size", "bytes", low=0)
+
+
 class Faults(ProbeExperiment):
     name = "faults"
     description = "crash, detect, restart: availability 1/(1 + lambda d) against a full reboot"
-    accepted = ("transports", "servers", "modes", "duration_s", "crash_rate", "payload_bytes")
+    params_type = FaultsParams
 
-    def plan(self, params: ExperimentParams) -> Plan:
+    def plan(self, params: FaultsParams) -> Plan:
         where = self.where
-        transports = params.chosen("transports", ("pipe",))  # as the seed's servers
+        transports = params.transports
         bad = sorted(set(transports) - set(TRANSPORTS))
         if bad:
             raise ValueError(f"{where}.transports: {bad[0]!r} cannot carry this experiment "
                              "(a crash must show as EOF: pipe or uds)")
-        modes = params.chosen("modes", MODES)
+        modes = params.modes
         unknown = sorted(set(modes) - set(MODES))
         if unknown:
             raise ValueError(f"{where}.modes: unknown mode {unknown[0]!r} (known: kill, raise)")

@@ -11,17 +11,20 @@ of the total over N, with a cluster bootstrap interval.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from bench.timed import known_transports
 from harness.experiment import (
-    ExperimentParams,
     ModelRow,
+    Params,
     Plan,
     ProbeExperiment,
     Section,
+    param,
     parameters,
     probe_cases,
 )
@@ -38,14 +41,27 @@ MODES = ("fork", "exec")
 MIB = float(1 << 20)
 
 
+@dataclass(frozen=True)
+class FootprintParams(Params):
+    """Its table in a suite file."""
+
+    transports: tuple[str, ...] = param(("call", "pipe", "mq", "shm", "uds"),
+                                        "the transports the servers "
+                                        "speak (call: N objects in one process)",
+                                        choices=known_transports)
+    servers: tuple[int, ...] = param((1,), "server counts N (at least two, for the fit)",
+                                     low=1)
+    modes: tuple[str, ...] = param(("fork",), "how servers start: fork, exec")
+
+
 class Footprint(ProbeExperiment):
     name = "footprint"
     description = "memory of N servers against N objects in one process: M_k + N M_s"
-    accepted = ("transports", "servers", "modes")
+    params_type = FootprintParams
 
-    def plan(self, params: ExperimentParams) -> Plan:
+    def plan(self, params: FootprintParams) -> Plan:
         where = self.where
-        modes = params.chosen("modes", ("fork",))
+        modes = params.modes
         unknown = sorted(set(modes) - set(MODES))
         if unknown:
             raise ValueError(f"{where}.modes: unknown mode {unknown[0]!r} (known: fork, exec)")

@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.timed import echo_plan
+from bench.timed import EchoParams, echo_plan
 from harness.experiment import (
     Experiment,
-    ExperimentParams,
     ModelRow,
     Plan,
     Section,
@@ -31,7 +30,9 @@ class Latency(Experiment):
     name = "latency"
     description = "round trip per transport and placement against the in-process call"
 
-    def plan(self, params: ExperimentParams) -> Plan:
+    params_type = EchoParams
+
+    def plan(self, params: EchoParams) -> Plan:
         if BASELINE not in params.transports:
             raise ValueError(f"experiments.latency.transports must include {BASELINE!r}")
         return echo_plan(self.name, params)

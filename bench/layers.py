@@ -26,18 +26,21 @@ minus call is the IPC alone.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from bench.timed import known_transports
 from harness.experiment import (
-    ExperimentParams,
     ModelRow,
+    Params,
     Plan,
     ProbeExperiment,
     Section,
     check_row,
+    param,
     probe_cases,
 )
 from harness.plots import finish_axes
@@ -100,19 +103,31 @@ def prediction_checks(mine: pd.DataFrame) -> list[ModelRow]:
     return rows
 
 
+@dataclass(frozen=True)
+class LayersParams(Params):
+    """Its table in a suite file."""
+
+    transports: tuple[str, ...] = param(TRANSPORTS, "how layers talk: call (one process), "
+                                        "pipe (a server per layer)",
+                                        choices=known_transports)
+    modes: tuple[str, ...] = param(DEFAULT_ORDERS, "the stack's layer orders")
+    file_bytes: int = param(0, "input size (0: every stdlib file the probe finds)", "bytes",
+                            low=0)
+
+
 class Layers(ProbeExperiment):
     name = NAME
     description = "storage stack: compress-then-encrypt against encrypt-then-compress, call/pipe"
-    accepted = ("transports", "modes", "file_bytes")
+    params_type = LayersParams
 
-    def plan(self, params: ExperimentParams) -> Plan:
+    def plan(self, params: LayersParams) -> Plan:
         where = self.where
-        transports = params.chosen("transports", TRANSPORTS)
+        transports = params.transports
         bad = sorted(set(transports) - set(TRANSPORTS))
         if bad:
             raise ValueError(f"{where}.transports: the stack runs over call and pipe, "
                              f"not {bad[0]!r}")
-        orders = params.chosen("modes", DEFAULT_ORDERS)
+        orders = params.modes
         bad = sorted(set(orders) - set(ORDERS))
         if bad:
             raise ValueError(f"{where}.modes: unknown ordering {bad[0]!r} "

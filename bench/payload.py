@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.timed import echo_plan
-from harness.experiment import Experiment, ExperimentParams, ModelRow, Plan, Section
+from bench.timed import EchoParams, echo_plan
+from harness.experiment import Experiment, ModelRow, Plan, Section
 from harness.fit import ols
 from harness.plots import save
 from harness.units import size, us
@@ -24,7 +24,9 @@ class Payload(Experiment):
     name = "payload"
     description = "round trip over payload size: copy cost per byte"
 
-    def plan(self, params: ExperimentParams) -> Plan:
+    params_type = EchoParams
+
+    def plan(self, params: EchoParams) -> Plan:
         return echo_plan(self.name, params)
 
     def model(self, samples: pd.DataFrame) -> list[ModelRow]:

@@ -15,21 +15,19 @@ import numpy as np
 import pandas as pd
 
 from bench import timed
-from harness.experiment import Experiment, ExperimentParams, ModelRow, Plan, Section
+from bench.timed import RingParams
+from harness.experiment import Experiment, ModelRow, Plan, Section
 from harness.records import Case
 from harness.samples import Estimate, estimate, median_draws, select
 from harness.units import number, us
-
-TOPOLOGY_KEYS = ("transports", "placements", "k", "working_sets", "message_bytes",
-                 "sched_batch")
 
 
 class Ring(Experiment):
     name = "ring"
     description = "token around N processes touching W bytes: beta(N, W)"
-    accepted = TOPOLOGY_KEYS
+    params_type = RingParams
 
-    def plan(self, params: ExperimentParams) -> Plan:
+    def plan(self, params: RingParams) -> Plan:
         cases = []
         for transport in params.transports:
             for placement in params.placements:

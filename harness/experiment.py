@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, fields
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Any, Self, Union, get_args, get_origin, get_type_hints
 
 import numpy as np
 import pandas as pd
@@ -21,114 +22,83 @@ from harness import units
 from harness.plots import pyplot, save
 from harness.records import PROBE, Case, CaseResult
 from harness.samples import medians, select
-from harness.topology import builders
-from servers.transports import PLACEMENTS, TRANSPORTS
-from servers.workloads import WORKLOADS
 
 ENTRY_POINT_GROUP = "ipcbench.experiments"
 
 
+def param(default: Any, meaning: str, unit: str = "", *, low: float | None = None,
+          positive: bool = False, choices: Callable[[], Iterable[str]] | None = None) -> Any:
+    """One key of an experiment's suite table: its default (None: the experiment
+    decides from the other keys), what it means, its unit, and what values it takes:
+    at least ``low``, above zero (``positive``), or one of ``choices()``; for a list,
+    every item."""
+    return field(default=default, metadata={"meaning": meaning, "unit": unit, "low": low,
+                                            "positive": positive, "choices": choices})
+
+
 @dataclass(frozen=True)
-class ExperimentParams:
-    """An experiment's table in a suite file, checked."""
+class Params:
+    """An experiment's table in a suite file, typed. Each experiment declares its keys
+    once, as a subclass whose fields are ``param(...)``s: from that come the keys a
+    suite may use, their types and bounds, and the one-line errors (exit 2)."""
 
-    transports: tuple[str, ...] = ("call", "pipe", "mq", "shm", "uds")
-    placements: tuple[str, ...] = ("same-cpu",)
-    payload_bytes: tuple[int, ...] = (64,)
-    workload: str = "echo"
-    iterations: int = 0
-    k: tuple[int, ...] = (1,)
-    topologies: tuple[str, ...] = ("chain",)
-    working_sets: tuple[int, ...] = (0,)
-    message_bytes: int = 64
-    sched_batch: bool = False
-    # Probe experiments (footprint, boot, faults, contention, layers, deadlock):
-    servers: tuple[int, ...] = (1,)  # N: servers started, graph sizes
-    modes: tuple[str, ...] = ("default",)  # what a probe varies: crash kind, lock kind, ...
-    levels: tuple[float, ...] = (0.5,)  # load: rho, or a rate
-    seeds: tuple[int, ...] = (1,)
-    duration_s: float = 1.0  # how long a probe runs per batch
-    service_us: float = 200.0  # mean service time (contention), mean work per request
-    crash_rate: float = 1.0  # injected crashes per second (faults)
-    file_bytes: int = 0  # input size (layers); 0 = everything the probe finds
-    workers: int = 0  # worker processes per case; 0: the suite's [settings] workers
-    given: frozenset[str] = frozenset()  # the keys the suite set; the others are defaults
-
-    def chosen(self, key: str, default: Any) -> Any:
-        """The suite's ``key``, or the experiment's own ``default`` where the suite left
-        it out: never decided by comparing with the shared default, so a list the user
-        gives is checked even when it equals that default."""
-        return getattr(self, key) if key in self.given else default
+    workers: int | None = param(None, "worker processes per case (default: the suite's "
+                                "[settings] workers)", low=1)
 
     @classmethod
-    def of(cls, **values: Any) -> ExperimentParams:
-        """The parameters a suite table setting exactly ``values`` gives (unchecked)."""
-        return cls(**values, given=frozenset(values))
+    def keys(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
 
     @classmethod
-    def from_table(
-        cls, where: str, table: dict[str, Any], accepted: tuple[str, ...]
-    ) -> ExperimentParams:
-        accepted = (*accepted, "workers")  # every experiment may run fewer or more workers
-        unknown = sorted(set(table) - set(accepted))
+    def from_table(cls, where: str, table: dict[str, Any]) -> Self:
+        """The parameters of one ``[experiments.NAME]`` table; ValueError naming the key
+        and what it takes when a key is unknown, of the wrong type or out of range."""
+        keys = cls.keys()
+        unknown = sorted(set(table) - set(keys))
         if unknown:
-            raise ValueError(
-                f"{where}: unknown key {unknown[0]!r} (known: {', '.join(accepted)})"
-            )
-        values: dict[str, Any] = {}
-        for key, raw in table.items():
-            default = getattr(cls, key)
-            if isinstance(default, tuple):
-                if not isinstance(raw, list) or not raw:
-                    raise ValueError(f"{where}.{key}: expected a non-empty list")
-                kind = type(default[0])
-                if not all(_is(x, kind) for x in raw):
-                    raise ValueError(f"{where}.{key}: every item must be a {kind.__name__}")
-                raw = tuple(kind(x) for x in raw)
-            elif not _is(raw, type(default)):
-                raise ValueError(f"{where}.{key}: expected a {type(default).__name__}")
-            values[key] = type(default)(raw) if not isinstance(default, tuple) else raw
-        params = cls(**values, given=frozenset(table))
+            raise ValueError(f"{where}: unknown key {unknown[0]!r} (accepted: "
+                             f"{', '.join(keys)})")
+        hints = get_type_hints(cls)
+        values = {key: _typed(f"{where}.{key}", raw, hints[key]) for key, raw in table.items()}
+        params = cls(**values)
         params.check(where)
         return params
 
     def check(self, where: str) -> None:
-        for name in self.transports:
-            if name not in TRANSPORTS:
-                raise ValueError(
-                    f"{where}.transports: unknown transport {name!r} "
-                    f"(known: {', '.join(TRANSPORTS)})"
-                )
-        for name in self.placements:
-            if name not in PLACEMENTS:
-                raise ValueError(
-                    f"{where}.placements: unknown placement {name!r} "
-                    f"(known: {', '.join(PLACEMENTS)})"
-                )
-        if self.workload not in WORKLOADS:
-            raise ValueError(f"{where}.workload: unknown workload {self.workload!r}")
-        if any(size < 0 for size in self.payload_bytes):
-            raise ValueError(f"{where}.payload_bytes: sizes must be >= 0")
-        if self.iterations < 0:
-            raise ValueError(f"{where}.iterations: must be >= 0")
-        known = sorted(builders())
-        unknown = sorted(set(self.topologies) - set(known))
-        if unknown:
-            raise ValueError(f"{where}.topologies: unknown topology {unknown[0]!r} "
-                             f"(known: {', '.join(known)})")
-        if any(k < 1 for k in self.k):
-            raise ValueError(f"{where}.k: must be >= 1")
-        if any(w < 0 for w in self.working_sets) or self.message_bytes < 0:
-            raise ValueError(f"{where}: sizes must be >= 0")
-        if any(n < 1 for n in self.servers):
-            raise ValueError(f"{where}.servers: must be >= 1")
-        for key in ("duration_s", "service_us", "crash_rate"):
-            if not getattr(self, key) > 0:
-                raise ValueError(f"{where}.{key}: must be > 0")
-        if self.file_bytes < 0:
-            raise ValueError(f"{where}.file_bytes: must be >= 0")
-        if self.workers < 0:
-            raise ValueError(f"{where}.workers: must be >= 1 (or 0 for the suite's setting)")
+        """The declared bounds and choices; subclasses add what spans several keys."""
+        for f in fields(self):
+            value, meta = getattr(self, f.name), f.metadata
+            for item in (value if isinstance(value, tuple) else (value,)):
+                if item is None:
+                    continue
+                if meta.get("low") is not None and item < meta["low"]:
+                    raise ValueError(f"{where}.{f.name}: must be >= {meta['low']:g}, not "
+                                     f"{item!r}")
+                if meta.get("positive") and not item > 0:
+                    raise ValueError(f"{where}.{f.name}: must be > 0, not {item!r}")
+                known = meta.get("choices")
+                if known is not None and item not in set(known()):
+                    raise ValueError(f"{where}.{f.name}: unknown {f.name.rstrip('s')} "
+                                     f"{item!r} (known: {', '.join(known())})")
+
+
+def _typed(where: str, raw: Any, hint: Any) -> Any:
+    """``raw`` from TOML as the declared type: a tuple of one kind from a non-empty list,
+    or a scalar; ``X | None`` takes an X (None is "not given", never written)."""
+    args = [a for a in get_args(hint) if a is not type(None)]
+    if get_origin(hint) in (Union, UnionType):
+        hint = args[0]
+        args = list(get_args(hint))
+    if get_origin(hint) is tuple:
+        kind = args[0]
+        if not isinstance(raw, list) or not raw:
+            raise ValueError(f"{where}: expected a non-empty list")
+        if not all(_is(x, kind) for x in raw):
+            raise ValueError(f"{where}: every item must be a {kind.__name__}")
+        return tuple(kind(x) for x in raw)
+    if not _is(raw, hint):
+        raise ValueError(f"{where}: expected a {hint.__name__}")
+    return hint(raw)
 
 
 def _is(value: Any, kind: type) -> bool:
@@ -225,16 +195,14 @@ class Plan:
     skipped: list[CaseResult] = field(default_factory=list)
 
 
-COMMON_KEYS = ("transports", "placements", "payload_bytes", "workload", "iterations")
-
-
 class Experiment(ABC):
     name: str
     description: str
-    accepted: tuple[str, ...] = COMMON_KEYS
+    params_type: type[Params] = Params  # its suite table's keys
 
     @abstractmethod
-    def plan(self, params: ExperimentParams) -> Plan: ...
+    def plan(self, params: Any) -> Plan:
+        """Its cases for ``params`` (an instance of ``params_type``)."""
 
     def model(self, samples: pd.DataFrame) -> list[ModelRow]:
         """Parameters derived from this experiment's samples (none by default)."""
@@ -323,17 +291,6 @@ class ProbeExperiment(Experiment):
     def own_plots(self, plots: list[str]) -> list[str]:
         """Its plot, if the run drew it (for its report section)."""
         return [p for p in plots if p == self.plot_file]
-
-
-def check_sizes(experiment: str, params: ExperimentParams) -> None:
-    """A size that no listed transport can carry is a mistake in the suite, not a skip."""
-    largest = max(TRANSPORTS[name].max_payload() for name in params.transports)
-    too_big = [size for size in params.payload_bytes if size > largest]
-    if too_big:
-        raise ValueError(
-            f"experiments.{experiment}.payload_bytes: {too_big[0]} B is more than any listed "
-            f"transport carries here (largest: {largest} B)"
-        )
 
 
 def triage(cases: list[Case], refusal: Callable[[Case, int], str | None]) -> Plan:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UsageError
-from harness.experiment import Experiment, ExperimentParams, Plan, load_experiments
+from harness.experiment import Experiment, Params, Plan, load_experiments
 from harness.records import MAX_WORKERS, Case, Settings
 from harness.runner import worker_wait
 
@@ -23,7 +23,7 @@ class Suite:
     name: str
     description: str
     settings: Settings
-    experiments: list[tuple[Experiment, ExperimentParams]]
+    experiments: list[tuple[Experiment, Params]]
 
     def plan(self) -> Plan:
         plan = Plan()
@@ -122,8 +122,7 @@ def parse_suite(name: str, data: dict[str, Any], only: list[str] | None = None) 
             continue
         experiment = registry[exp_name]
         for part in parts:
-            params = ExperimentParams.from_table(f"experiments.{exp_name}", part,
-                                                 experiment.accepted)
+            params = experiment.params_type.from_table(f"experiments.{exp_name}", part)
             chosen.append((experiment, params))
     return Suite(name, str(data.get("description", "")), settings, chosen)
 

@@ -15,7 +15,7 @@ import pytest
 
 from bench.boot import EXPERIMENT
 from bench.probes.boot import METRICS, probe
-from harness.experiment import ExperimentParams, probe_cases
+from harness.experiment import Params, probe_cases
 from harness.ipcnames import SHM_DIR
 from harness.records import CaseResult, Settings, WorkerResult
 from harness.results import RunData
@@ -80,8 +80,8 @@ def test_probe_refuses_a_variant_it_cannot_boot(names):
         probe(cases("shm", "exec", 2), SETTINGS, names)
 
 
-def params(**table) -> ExperimentParams:
-    return ExperimentParams.from_table("experiments.boot", table, EXPERIMENT.accepted)
+def params(**table) -> Params:
+    return EXPERIMENT.params_type.from_table("experiments.boot", table)
 
 
 def synthetic_samples(servers: tuple[int, ...], workers: int = 6) -> pd.DataFrame:

@@ -31,7 +31,6 @@ from bench.probes.contention import (
     warm_up_ns,
 )
 from bench.queueing import lindley, mm1_wait, pk_wait
-from harness.experiment import ExperimentParams
 from harness.ipcnames import SHM_DIR
 from harness.names import NameSource
 
@@ -155,7 +154,7 @@ def test_pooled_weights_runs_by_their_requests():
 # --- the plan and bad suite input ----------------------------------------------------------
 
 def test_plan_covers_locks_variants_and_levels():
-    params = ExperimentParams.of(transports=("shm", "call"), modes=("busy", "kill"),
+    params = EXPERIMENT.params_type(transports=("shm", "call"), modes=("busy", "kill"),
                               servers=(2,), levels=(0.3, 0.5), service_us=300.0)
     cases = EXPERIMENT.plan(params).runnable
     measurements = {(c.transport, c.variant, c.level) for c in cases}
@@ -166,8 +165,7 @@ def test_plan_covers_locks_variants_and_levels():
 
 
 def test_a_table_without_locks_or_modes_runs_both_locks_busy():
-    params = ExperimentParams.from_table("experiments.contention", {"levels": [0.5]},
-                                         EXPERIMENT.accepted)
+    params = EXPERIMENT.params_type.from_table("experiments.contention", {"levels": [0.5]})
     cases = EXPERIMENT.plan(params).runnable
     assert {(c.transport, c.variant) for c in cases} == {("shm", "busy"), ("call", "busy")}
 
@@ -183,13 +181,13 @@ def test_a_table_without_locks_or_modes_runs_both_locks_busy():
 ])
 def test_bad_suite_input_is_a_clear_error(table, message):
     with pytest.raises(ValueError, match=message):
-        params = ExperimentParams.from_table("experiments.contention", table, EXPERIMENT.accepted)
+        params = EXPERIMENT.params_type.from_table("experiments.contention", table)
         EXPERIMENT.plan(params)
 
 
 def fake_samples(service_us: int, duration_s: float, rhos: tuple[float, ...]) -> pd.DataFrame:
     """Samples of an M/M/1 lock as the probe records them (times in ns), 3 workers."""
-    params = ExperimentParams.of(transports=("shm",), modes=("busy",), servers=(4,), levels=rhos,
+    params = EXPERIMENT.params_type(transports=("shm",), modes=("busy",), servers=(4,), levels=rhos,
                               service_us=float(service_us), duration_s=duration_s)
     rows = []
     for case in EXPERIMENT.plan(params).runnable:

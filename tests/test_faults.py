@@ -21,7 +21,6 @@ import pytest
 
 from bench.faults import EXPERIMENT, METRICS, availability, improvement, mean_estimate
 from bench.probes.faults import FaultLoad, exactly_once
-from harness.experiment import ExperimentParams
 from harness.records import Case
 from harness.supervisor import Supervisor
 from servers.faults import (
@@ -271,13 +270,13 @@ def test_mean_interval_resamples_workers():
 
 
 def test_plan_cases_and_bad_input():
-    params = ExperimentParams.of(transports=("pipe",), modes=("kill", "raise"), servers=(2, 4),
+    params = EXPERIMENT.params_type(transports=("pipe",), modes=("kill", "raise"), servers=(2, 4),
                               crash_rate=10.0, duration_s=0.3)
     cases = EXPERIMENT.plan(params).runnable
     assert len(cases) == 2 * 2 * len(METRICS)
     assert {(c.variant, c.k) for c in cases} == {(m, n) for m in ("kill", "raise") for n in (2, 4)}
     assert {c.level for c in cases} == {10.0} and {c.duration_s for c in cases} == {0.3}
-    assert {c.transport for c in EXPERIMENT.plan(ExperimentParams()).runnable} == {"pipe"}
+    assert {c.transport for c in EXPERIMENT.plan(EXPERIMENT.params_type()).runnable} == {"pipe"}
     bad = [({"modes": ("explode",)}, "unknown mode 'explode'"),
            ({"transports": ("mq",)}, "'mq' cannot carry"),
            ({"crash_rate": 1000.0}, "crash_rate: at most 100"),
@@ -285,7 +284,7 @@ def test_plan_cases_and_bad_input():
            ({"duration_s": 0.01}, "duration_s: at least 0.04 s")]
     for change, message in bad:
         with pytest.raises(ValueError, match=message):
-            EXPERIMENT.plan(ExperimentParams.of(**change))
+            EXPERIMENT.plan(EXPERIMENT.params_type(**change))
 
 
 def test_run_writes_table_plot_and_report(tmp_path: Path):

@@ -9,7 +9,6 @@ import pytest
 
 from bench.footprint import EXPERIMENT as FOOTPRINT
 from bench.footprint import METRICS
-from harness.experiment import ExperimentParams
 from harness.records import PROBE, Case
 
 from .helpers import run_worker
@@ -68,7 +67,6 @@ def test_fit_recovers_known_parameters():
     ({"transports": ["mq"], "modes": ["exec"]}, "exec'd servers speak pipe only"),
 ])
 def test_bad_parameters_are_named(table, message):
-    params = ExperimentParams.from_table("experiments.footprint",
-                                         {"servers": [1, 2], **table}, FOOTPRINT.accepted)
+    params = FOOTPRINT.params_type.from_table("experiments.footprint", {"servers": [1, 2], **table})
     with pytest.raises(ValueError, match=message):
         FOOTPRINT.plan(params)

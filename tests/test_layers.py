@@ -20,7 +20,6 @@ from cryptography.exceptions import InvalidTag
 
 from bench.layers import BLOCK_BYTES, EXPERIMENT, metrics
 from bench.probes.layers import TEMP_PREFIX, open_stack, stdlib_files
-from harness.experiment import ExperimentParams
 from harness.names import NameSource
 from harness.supervisor import Supervisor
 from servers.layers import FramedPipe, LayerError, StackClient, stack_layers
@@ -188,7 +187,7 @@ def test_stdlib_input_is_whole_files_in_a_fixed_order():
 
 @pytest.mark.parametrize("order", ORDERS)
 def test_probe_in_a_worker_reads_back_every_byte(order, clean):
-    cases = EXPERIMENT.plan(ExperimentParams.of(transports=("pipe",), modes=(order,),
+    cases = EXPERIMENT.plan(EXPERIMENT.params_type(transports=("pipe",), modes=(order,),
                                              file_bytes=128 << 10)).runnable
     found = {m: r["values"][0] for m, r in run_worker([asdict(c) for c in cases]).items()}
     assert set(found) == set(metrics(order))
@@ -206,18 +205,17 @@ def test_probe_in_a_worker_reads_back_every_byte(order, clean):
 
 
 def test_plan_defaults_and_bad_input():
-    plan = EXPERIMENT.plan(ExperimentParams())
+    plan = EXPERIMENT.plan(EXPERIMENT.params_type())
     keys = {(c.transport, c.variant, c.k) for c in plan.runnable}
     assert keys == {(t, o, 5) for t in TRANSPORTS for o in ORDERS}
     assert len(plan.runnable) == sum(len(metrics(o)) for o in ORDERS) * 2
-    plain = EXPERIMENT.plan(ExperimentParams.of(transports=("call",), modes=("plain",)))
+    plain = EXPERIMENT.plan(EXPERIMENT.params_type(transports=("call",), modes=("plain",)))
     assert {c.k for c in plain.runnable} == {3}
     assert not any(c.metric.startswith(("zlib", "aead")) for c in plain.runnable)
     for table, match in (({"transports": ["shm"]}, "call and pipe, not 'shm'"),
                          ({"modes": ["sideways"]}, "unknown ordering 'sideways'"),
                          ({"file_bytes": 1000}, "file_bytes: use 0")):
-        params = ExperimentParams.from_table("experiments.layers", table,
-                                             EXPERIMENT.accepted)
+        params = EXPERIMENT.params_type.from_table("experiments.layers", table)
         with pytest.raises(ValueError, match=match):
             EXPERIMENT.plan(params)
 

@@ -62,6 +62,13 @@ def test_only_selects_experiments(tmp_path):
          "'call' cannot carry this experiment"),
         ("[experiments.footprint]\nmodes = ['default']\nservers = [1, 2]",
          "unknown mode 'default'"),
+        # Each experiment's declared keys, types and bounds.
+        ("[experiments.faults]\ncrash_rate = 0.0", "faults.crash_rate: must be > 0"),
+        ("[experiments.footprint]\nservers = [0, 2]", "footprint.servers: must be >= 1"),
+        ("[experiments.latency]\nworkers = 0", "latency.workers: must be >= 1"),
+        ("[experiments.layers]\nfile_bytes = 'big'", "layers.file_bytes: expected a int"),
+        ("[experiments.ring]\nmodes = ['x']", "unknown key 'modes' \\(accepted: workers, "
+         "transports, placements, k, working_sets, message_bytes, sched_batch\\)"),
     ],
 )
 def test_bad_suites_raise_one_clear_error(tmp_path, text, message):
@@ -74,3 +81,16 @@ def test_bad_suites_raise_one_clear_error(tmp_path, text, message):
 def test_unknown_suite_name():
     with pytest.raises(UsageError, match="no such file and no built-in suite"):
         load_suite("no-such-suite")
+
+
+def test_every_experiment_declares_what_each_key_means():
+    from dataclasses import MISSING, fields
+
+    from harness.experiment import load_experiments
+
+    for experiment in load_experiments().values():
+        declared = fields(experiment.params_type)
+        assert declared[0].name == "workers"
+        for f in declared:
+            assert f.metadata.get("meaning"), (experiment.name, f.name)
+            assert f.default is not MISSING, (experiment.name, f.name)
