@@ -385,7 +385,7 @@ def chain_rows(mine: pd.DataFrame, transport: str, table: pd.DataFrame,
     try:
         rows += fitted(points, transport, independent(mine, transport))
     except FitError as exc:
-        rows.append(ModelRow("chain_fit", transport, np.nan, "", np.nan, np.nan,
+        rows.append(ModelRow("chain_fit", transport, np.nan, "ns", np.nan, np.nan,
                              f"not fitted: {exc}", placement=PLACEMENT))
     return rows
 

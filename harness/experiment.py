@@ -78,8 +78,13 @@ class Params:
                     raise ValueError(f"{where}.{f.name}: must be > 0, not {item!r}")
                 known = meta.get("choices")
                 if known is not None and item not in set(known()):
-                    raise ValueError(f"{where}.{f.name}: unknown {f.name.rstrip('s')} "
+                    raise ValueError(f"{where}.{f.name}: unknown {_one(f.name)} "
                                      f"{item!r} (known: {', '.join(known())})")
+
+
+def _one(key: str) -> str:
+    """A list key's item: topologies -> topology, modes -> mode."""
+    return key[:-3] + "y" if key.endswith("ies") else key.removesuffix("s")
 
 
 def _typed(where: str, raw: Any, hint: Any) -> Any:

@@ -17,7 +17,7 @@ import os
 import stat
 
 from harness.errors import UsageError
-from servers.transports.base import KINDS
+from servers.transports.base import KINDS, Kind
 
 TYPE_CHECKING = False  # True for the type checker (pyproject: always_true)
 if TYPE_CHECKING:
@@ -63,14 +63,23 @@ def journal_line(kind: str, name: str) -> str:
     return f"{kind} {name}"
 
 
+# Journals written before kinds were recorded hold a bare name per line; their naming
+# scheme put a queue's kind in its tag (``...-mq-c2s``, ``...-mq-s2c``). A dead run of
+# that version (or an ``ab`` base side that runs it) is still cleaned up by it.
+LEGACY_QUEUE_TAGS = ("-mq-c2s", "-mq-s2c")
+
+
 def read_journal(text: str) -> list[tuple[str, str]]:
-    """The (kind, name) entries of a journal's text; a line in another form (a journal
-    of an older version) names no kind and is passed over."""
+    """The (kind, name) entries of a journal's text. A bare name is an older version's
+    entry: a queue if its tag says so, else passed over (shm and semaphores are found
+    in /dev/shm anyway)."""
     entries = []
     for line in text.splitlines():
         kind, _, name = line.partition(" ")
         if kind in KINDS and name.startswith("/") and " " not in name:
             entries.append((kind, name))
+        elif not name and kind.startswith("/") and kind.endswith(LEGACY_QUEUE_TAGS):
+            entries.append((Kind.MQ, kind))
     return entries
 
 

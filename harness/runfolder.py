@@ -27,7 +27,8 @@ from harness.records import BATCH_COLUMNS, COUNTER_COLUMNS, KEY_COLUMNS, Case
 # The run folder's format. Raise it when a file changes shape, and teach ``read`` to
 # bring the older format up to date: a stored folder of every earlier format
 # (tests/data) must load, refit, render and compare in every later version. Folders
-# written before the format was versioned carry none: they are format 1.
+# written before the format was versioned carry none: they are format 1. (Within
+# format 1, model.csv's copy_ns_per_byte unit was once written "ns/byte"; it is "ns/B".)
 FORMAT_VERSION = 1
 FILES = ("metadata.json", "results.csv", "samples.csv")
 DEFAULTED = ("unit", "variant", "level", "seed", "duration_s")  # newer than some runs

@@ -61,6 +61,18 @@ def test_it_refits_and_renders(stored):
     assert "latency" in text.lower() and "pipe" in text
 
 
+def test_a_chain_of_one_k_still_gives_the_rest_of_the_model(stored):
+    """A fit that cannot be made (one k) is a row saying so, not a lost experiment."""
+    from bench.amplification import EXPERIMENT as AMPLIFICATION
+
+    original, _ = stored
+    samples = RunData.load(original).kept_samples()
+    one_k = samples[~((samples.experiment == "amplification") & (samples.k > 1))]
+    rows = {m.parameter: m for m in AMPLIFICATION.model(one_k)}
+    assert "not fitted" in rows["chain_fit"].method
+    assert {"alpha", "beta", "C0"} <= set(rows)
+
+
 def test_it_compares_with_itself_as_unchanged(stored):
     original, copy = stored
     done = ipcbench("compare", str(original), str(copy))

@@ -338,10 +338,10 @@ def test_journal_speaks_only_for_its_own_runs_queues(state, queues):
 
 
 def test_journal_names_only_what_it_declares(state, queues):
-    """Cleanup acts on a journal entry's declared kind, never on what a name looks like:
-    a queue named in a line without a kind (or with an unknown one) stays."""
+    """Cleanup acts on a journal entry's declared kind: a queue named in a line without
+    a kind (other than an older version's queue tags) or with an unknown one stays."""
     run = dead_run()
-    plain, unknown, declared = (f"/{run}0-{i}-ab-mq-c2s" for i in range(3))
+    plain, unknown, declared = (f"/{run}0-{i}-ab-mq-other" for i in range(3))
     queues += [plain, unknown, declared]
     for name in (plain, unknown, declared):
         make_queue(name)
@@ -349,6 +349,17 @@ def test_journal_names_only_what_it_declares(state, queues):
     report = sweep(run)
     assert queue_exists(plain) and queue_exists(unknown)
     assert not queue_exists(declared) and f"mq:{declared}" in report.removed
+
+
+def test_an_older_versions_journal_still_cleans_its_queues(state, queues):
+    """Journals from before kinds were recorded name a queue by its tag alone."""
+    run = dead_run()
+    queue = f"/{run}0-0-ab-mq-c2s"
+    queues.append(queue)
+    make_queue(queue)
+    journal_path(run).write_text(f"{queue}\n")
+    report = sweep(run)
+    assert not queue_exists(queue) and f"mq:{queue}" in report.removed
 
 
 def test_a_name_of_an_unknown_kind_is_refused(state):

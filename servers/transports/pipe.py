@@ -26,7 +26,8 @@ class PipeLink(Link):
     """Two pipes, one per direction; ``channel`` is what each end speaks over them
     (fixed frames here, the storage stack's variable frames in ``servers.layers``)."""
 
-    def __init__(self, payload: int, channel: ChannelOver = StreamChannel) -> None:
+    def __init__(self, payload: int, channel: ChannelOver = StreamChannel,
+                 resize_required: bool = True) -> None:
         self._payload = payload
         self._channel = channel
         self._c2s = os.pipe()
@@ -36,7 +37,11 @@ class PipeLink(Link):
             # each a wake-up: that would measure chunking, not copying.
             size = min(pipe_max_size(), max(payload, DEFAULT_PIPE_SIZE))
             for r, _w in (self._c2s, self._s2c):
-                fcntl.fcntl(r, fcntl.F_SETPIPE_SZ, size)
+                try:
+                    fcntl.fcntl(r, fcntl.F_SETPIPE_SZ, size)
+                except OSError:  # EPERM past the user's pipe pages
+                    if resize_required:
+                        raise
 
     def client(self) -> Channel:
         close_fds(self._c2s[0], self._s2c[1])
