@@ -33,8 +33,8 @@ import numpy as np
 import pandas as pd
 
 from bench import timed
+from bench.params import ChainParams
 from bench.ring import Ring, beta_by_processes, beta_draws
-from bench.timed import ChainParams
 from harness.experiment import (
     Experiment,
     ModelRow,

@@ -28,11 +28,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench.params import ServiceParams
 from bench.probes.boot import METRICS, REQUEST_BYTES
-from bench.timed import known_transports
 from harness.experiment import (
     ModelRow,
-    Params,
     Plan,
     ProbeExperiment,
     Section,
@@ -69,15 +68,9 @@ def times(ratio: float) -> str:
 
 
 @dataclass(frozen=True)
-class BootParams(Params):
-    """Its table in a suite file."""
+class BootParams(ServiceParams):
+    """Its table in a suite file: the services, and these."""
 
-    transports: tuple[str, ...] = param(("call", "pipe", "mq", "shm", "uds"),
-                                        "the transports the servers "
-                                        "speak (call: N objects in one process)",
-                                        choices=known_transports)
-    servers: tuple[int, ...] = param((1,), "server counts N (at least two, for the fit)",
-                                     low=1)
     modes: tuple[str, ...] | None = param(None, "how servers start: fork, exec (default: "
                                           "every mode the transports allow)")
     duration_s: float = param(1.0, "the longest a worker repeats boots for", "s",

@@ -45,9 +45,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench.params import known_transports
 from bench.probes.contention import KILL_METRICS, METRICS, VARIANTS
 from bench.queueing import mm1_wait, pk_wait
-from bench.timed import known_transports
 from harness.experiment import (
     ModelRow,
     Params,

@@ -27,10 +27,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.timed import known_transports
+from bench.params import ServiceParams
 from harness.experiment import (
     ModelRow,
-    Params,
     Plan,
     ProbeExperiment,
     Section,
@@ -54,15 +53,9 @@ WORKERS_PER_SEED = 1_000_000
 
 
 @dataclass(frozen=True)
-class DeadlockParams(Params):
-    """Its table in a suite file."""
+class DeadlockParams(ServiceParams):
+    """Its table in a suite file: the services, and these."""
 
-    transports: tuple[str, ...] = param(("call", "pipe", "mq", "shm", "uds"),
-                                        "what the detector asks the "
-                                        "servers over (call: one in-process lock table)",
-                                        choices=known_transports)
-    servers: tuple[int, ...] = param((1,), "servers N, each holding its part of the lock "
-                                     "graph", low=1)
     modes: tuple[str, ...] = param(VARIANTS, "graph kinds: cyclic, acyclic")
     seeds: tuple[int, ...] = param((1,), "the random graphs' seeds")
 

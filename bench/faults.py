@@ -47,8 +47,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench.params import known_transports
 from bench.probes.faults import COUNTS, DEADLINE_NS, PROBE_RATE, WINDOW
-from bench.timed import known_transports
 from harness.experiment import (
     ModelRow,
     Params,

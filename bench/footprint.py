@@ -17,10 +17,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.timed import known_transports
+from bench.params import ServiceParams
 from harness.experiment import (
     ModelRow,
-    Params,
     Plan,
     ProbeExperiment,
     Section,
@@ -42,15 +41,9 @@ MIB = float(1 << 20)
 
 
 @dataclass(frozen=True)
-class FootprintParams(Params):
-    """Its table in a suite file."""
+class FootprintParams(ServiceParams):
+    """Its table in a suite file: the services, and these."""
 
-    transports: tuple[str, ...] = param(("call", "pipe", "mq", "shm", "uds"),
-                                        "the transports the servers "
-                                        "speak (call: N objects in one process)",
-                                        choices=known_transports)
-    servers: tuple[int, ...] = param((1,), "server counts N (at least two, for the fit)",
-                                     low=1)
     modes: tuple[str, ...] = param(("fork",), "how servers start: fork, exec")
 
 

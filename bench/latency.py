@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.timed import EchoParams, echo_plan
+from bench.params import EchoParams
+from bench.timed import echo_plan
 from harness.experiment import (
     Experiment,
     ModelRow,

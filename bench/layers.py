@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.timed import known_transports
+from bench.params import known_transports
 from harness.experiment import (
     ModelRow,
     Params,

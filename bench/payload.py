@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.timed import EchoParams, echo_plan
+from bench.params import EchoParams
+from bench.timed import echo_plan
 from harness.experiment import Experiment, ModelRow, Plan, Section
 from harness.fit import ols
 from harness.plots import save

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from bench import timed
-from bench.timed import RingParams
+from bench.params import RingParams
 from harness.experiment import Experiment, ModelRow, Plan, Section
 from harness.records import Case
 from harness.samples import Estimate, estimate, median_draws, select
