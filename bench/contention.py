@@ -262,7 +262,7 @@ class Contention(ProbeExperiment):
                       for level, sub in group.groupby("level")}
             point = errors(levels, service)
             draws = draw_errors(levels, service, label)
-            common = dict(placement="same-cpu", k=int(k), variant=variant)
+            common = dict(placement="same-cpu", k=int(k), variant=variant, config=where)
             method = (f"{where}: max over rho <= {RHO_FIT_MAX:g} of |predicted - measured| "
                       "/ measured mean wait, the predictions at the rho and holds the run "
                       f"really had; workers bootstrapped; holds within {TOLERANCE:.0%}")
@@ -326,8 +326,7 @@ class Contention(ProbeExperiment):
         table = tables.get("contention")
         if table is None or table.empty:
             return []
-        # The method text starts with the configuration (s, T): part of the key.
-        errors = {(m.transport, m.variant, m.k, m.method.split(":")[0], m.parameter): m
+        errors = {(m.transport, m.variant, m.k, m.config, m.parameter): m
                   for m in model if m.parameter.endswith("max_rel_error")}
         several = len(table.groupby(["service_us", "duration_s"])) > 1
         rows = []
@@ -351,7 +350,7 @@ class Contention(ProbeExperiment):
             fits.append(f"{transport} {variant} P={k}{f' ({where})' if several else ''}: "
                         + ", ".join(cells))
         kills = [f"{m.transport} P={m.k}: {m.value:.0f} holders killed and recovered"
-                 + (f" ({m.method.split(':')[0]})" if several else "")
+                 + (f" ({m.config})" if several else "")
                  for m in model if m.parameter == "recovered_locks"]
         note = (f"Max relative error over rho <= {RHO_FIT_MAX:g} (95% CI; holds within "
                 f"{TOLERANCE:.0%}, untestable when the interval straddles that): "

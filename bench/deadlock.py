@@ -49,7 +49,6 @@ METRICS = {"detect_ns": "ns", "cycles_found": "count", "cycles_planted": "count"
 IN_PROCESS = "call"
 
 
-WORKERS_PER_SEED = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -96,9 +95,10 @@ class Deadlock(ProbeExperiment):
 
     def mine(self, samples: pd.DataFrame, **where: Any) -> pd.DataFrame:
         mine = super().mine(samples, **where)
-        # Worker w of seed 1 and of seed 2 are different processes: one cluster each,
-        # or the bootstrap would resample them together.
-        return mine.assign(worker=mine.worker + mine.seed * WORKERS_PER_SEED)
+        # Worker w of seed 1 and of seed 2 are different processes: one cluster each
+        # (numbered by the pair, not by arithmetic on either), or the bootstrap would
+        # resample them together.
+        return mine.assign(worker=mine.groupby(["seed", "worker"]).ngroup())
 
     def model(self, samples: pd.DataFrame) -> list[ModelRow]:
         mine = self.mine(samples)

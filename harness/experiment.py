@@ -140,6 +140,9 @@ class ModelRow:
     bound_low: float | None = None
     bound_high: float | None = None
     check: str = ""  # holds | fails | untestable; empty for a parameter
+    # Which of an experiment's configurations the row is of, where one transport,
+    # variant and k ran under several (contention: its hold and window).
+    config: str = ""
 
     def __post_init__(self) -> None:
         units.lookup(self.unit)  # a unit the report and compare know, or ValueError
