@@ -176,7 +176,8 @@ class ContentionParams(Params):
 
     transports: tuple[str, ...] = param(("shm", "call"), "the lock: shm (processes and a "
                                         "POSIX semaphore), call (threads and a "
-                                        "threading.Lock)", choices=known_transports)
+                                        "threading.Lock)", choices=known_transports,
+                                        applies=lambda: TRANSPORTS)
     modes: tuple[str, ...] = param(("busy",), "what a holder does: busy, sleep, kill")
     servers: tuple[int, ...] = param((1,), "sources P contending for the lock", low=1)
     levels: tuple[float, ...] = param((0.5,), "offered loads rho = lambda / mu")

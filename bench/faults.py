@@ -162,7 +162,8 @@ class FaultsParams(Params):
 
     transports: tuple[str, ...] = param(("pipe",), "what the servers speak (a crash must "
                                         "show as EOF: pipe or uds)",
-                                        choices=known_transports)
+                                        choices=known_transports,
+                                        applies=lambda: TRANSPORTS)
     servers: tuple[int, ...] = param((1,), "servers S sharing the crashes", low=1)
     modes: tuple[str, ...] = param(MODES, "how a server crashes: kill (SIGKILL), raise "
                                    "(an exception)")

@@ -109,7 +109,8 @@ class LayersParams(Params):
 
     transports: tuple[str, ...] = param(TRANSPORTS, "how layers talk: call (one process), "
                                         "pipe (a server per layer)",
-                                        choices=known_transports)
+                                        choices=known_transports,
+                                        applies=lambda: TRANSPORTS)
     modes: tuple[str, ...] = param(DEFAULT_ORDERS, "the stack's layer orders")
     file_bytes: int = param(0, "input size (0: every stdlib file the probe finds)", "bytes",
                             low=0)

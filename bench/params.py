@@ -3,16 +3,24 @@ the rest of its own, beside it): see ``harness.experiment.Params``."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from harness.experiment import Params, param
 from harness.topology import builders
-from servers.transports import PLACEMENTS, TRANSPORTS
+from servers.transports import PLACEMENTS, TRANSPORTS, Placement
 from servers.workloads import WORKLOADS
 
 
 def known_transports() -> list[str]:
     return list(TRANSPORTS)
+
+
+def same_cpu_transports() -> list[str]:
+    """The transports a probe experiment's servers can speak: its cases run same-cpu,
+    where a busy-polling transport refuses to run."""
+    here = Placement("same-cpu", len(os.sched_getaffinity(0)))
+    return [name for name in TRANSPORTS if TRANSPORTS[name].refuse(0, here) is None]
 
 
 def _placements() -> tuple[str, ...]:
@@ -74,5 +82,6 @@ class ServiceParams(Params):
 
     transports: tuple[str, ...] = param(("call", "pipe", "mq", "shm", "uds"),
                                         "what the services speak (call: N objects in one "
-                                        "process)", choices=known_transports)
+                                        "process)", choices=known_transports,
+                                        applies=same_cpu_transports)
     servers: tuple[int, ...] = param((1,), "service counts N", low=1)

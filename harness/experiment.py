@@ -26,14 +26,20 @@ from harness.samples import medians, select
 ENTRY_POINT_GROUP = "ipcbench.experiments"
 
 
+ALL = "all"  # a list of choices written as ["all"]: every one that applies
+
+
 def param(default: Any, meaning: str, unit: str = "", *, low: float | None = None,
-          positive: bool = False, choices: Callable[[], Iterable[str]] | None = None) -> Any:
+          positive: bool = False, choices: Callable[[], Iterable[str]] | None = None,
+          applies: Callable[[], Iterable[str]] | None = None) -> Any:
     """One key of an experiment's suite table: its default (None: the experiment
     decides from the other keys), what it means, its unit, and what values it takes:
     at least ``low``, above zero (``positive``), or one of ``choices()``; for a list,
-    every item."""
+    every item. A list of choices may be written ``["all"]``: every choice, or those
+    ``applies()`` names (a transport added to the registry joins such a suite)."""
     return field(default=default, metadata={"meaning": meaning, "unit": unit, "low": low,
-                                            "positive": positive, "choices": choices})
+                                            "positive": positive, "choices": choices,
+                                            "applies": applies})
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,10 @@ class Params:
                              f"{', '.join(keys)})")
         hints = get_type_hints(cls)
         values = {key: _typed(f"{where}.{key}", raw, hints[key]) for key, raw in table.items()}
+        for f in fields(cls):
+            every = f.metadata.get("applies") or f.metadata.get("choices")
+            if values.get(f.name) == (ALL,) and every is not None:
+                values[f.name] = tuple(every())
         params = cls(**values)
         params.check(where)
         return params

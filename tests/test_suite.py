@@ -94,3 +94,22 @@ def test_every_experiment_declares_what_each_key_means():
         for f in declared:
             assert f.metadata.get("meaning"), (experiment.name, f.name)
             assert f.default is not MISSING, (experiment.name, f.name)
+
+
+def test_all_means_every_transport_that_applies(tmp_path):
+    """A suite that writes transports = ["all"] picks up a transport the registry gains."""
+    from servers.transports import TRANSPORTS
+
+    tables = "\n".join(f"[experiments.{name}]\ntransports = ['all']\n{extra}" for name, extra in (
+        ("latency", ""), ("ring", "k = [2]"), ("faults", ""), ("contention", ""),
+        ("layers", ""), ("footprint", "servers = [1, 2]")))
+    plan = load_suite(str(write_suite(tmp_path, tables))).plan()
+    planned: dict[str, set[str]] = {}
+    for case in [*plan.runnable, *(result.case for result in plan.skipped)]:
+        planned.setdefault(case.experiment, set()).add(case.transport)
+    assert planned["latency"] == set(TRANSPORTS)  # shm-spin skipped on one CPU, with why
+    assert planned["ring"] == set(TRANSPORTS)  # call skipped: nothing crosses a process
+    assert planned["faults"] == {"pipe", "uds"}
+    assert planned["contention"] == {"shm", "call"}
+    assert planned["layers"] == {"call", "pipe"}
+    assert planned["footprint"] == set(TRANSPORTS) - {"shm-spin"}  # it spins: not same-cpu
