@@ -68,8 +68,13 @@ class Params:
         values = {key: _typed(f"{where}.{key}", raw, hints[key]) for key, raw in table.items()}
         for f in fields(cls):
             every = f.metadata.get("applies") or f.metadata.get("choices")
-            if values.get(f.name) == (ALL,) and every is not None:
-                values[f.name] = tuple(every())
+            value = values.get(f.name)
+            if every is None or not isinstance(value, tuple) or ALL not in value:
+                continue
+            if value != (ALL,):
+                raise ValueError(f'{where}.{f.name}: "{ALL}" stands alone (it is every '
+                                 f"{_one(f.name)} that applies)")
+            values[f.name] = tuple(every())
         params = cls(**values)
         params.check(where)
         return params

@@ -67,6 +67,8 @@ def test_only_selects_experiments(tmp_path):
         ("[experiments.footprint]\nservers = [0, 2]", "footprint.servers: must be >= 1"),
         ("[experiments.latency]\nworkers = 0", "latency.workers: must be >= 1"),
         ("[experiments.layers]\nfile_bytes = 'big'", "layers.file_bytes: expected a int"),
+        ("[experiments.latency]\ntransports = ['all', 'pipe']", 'latency.transports: "all" '
+         "stands alone"),
         ("[experiments.ring]\nmodes = ['x']", "unknown key 'modes' \\(accepted: workers, "
          "transports, placements, k, working_sets, message_bytes, sched_batch\\)"),
     ],
