@@ -72,7 +72,8 @@ class BootParams(ServiceParams):
     """Its table in a suite file: the services, and these."""
 
     modes: tuple[str, ...] | None = param(None, "how servers start: fork, exec (default: "
-                                          "every mode the transports allow)")
+                                          "every mode the transports allow)",
+                                          column="start")
     duration_s: float = param(1.0, "the longest a worker repeats boots for", "s",
                               positive=True)
 
@@ -81,6 +82,7 @@ class Boot(ProbeExperiment):
     name = "boot"
     description = "start N servers until each answers, against N objects in process: b0 + N b_s"
     params_type = BootParams
+    format1 = (("variant", "start", str),)
 
     def plan(self, params: BootParams) -> Plan:
         where = self.where
@@ -102,7 +104,7 @@ class Boot(ProbeExperiment):
                 mode for mode in modes if mode == "fork" or transport == "pipe"]
             for variant in variants:
                 for n in sorted(set(params.servers)):
-                    cases = probe_cases(self.name, transport, METRICS, k=n, variant=variant,
+                    cases = probe_cases(self, transport, METRICS, k=n, start=variant,
                                         duration_s=params.duration_s,
                                         payload_bytes=REQUEST_BYTES)
                     # N servers hold N links at once: mq runs out of queues first.
@@ -116,7 +118,7 @@ class Boot(ProbeExperiment):
 
     def model(self, samples: pd.DataFrame) -> list[ModelRow]:
         rows = []
-        for (transport, variant), sub in self.mine(samples).groupby(["transport", "variant"]):
+        for (transport, variant), sub in self.mine(samples).groupby(["transport", "start"]):
             label = f"{self.name}/{transport}/{variant}/{FIT_METRIC}"
             try:
                 fit = line_fit(select(sub, metric=FIT_METRIC), label)
@@ -135,13 +137,13 @@ class Boot(ProbeExperiment):
         return rows
 
     def table(self, samples: pd.DataFrame) -> pd.DataFrame:
-        return self.wide(samples, ["transport", "variant", "k"], intervals=(FIT_METRIC,))
+        return self.wide(samples, ["transport", "start", "k"], intervals=(FIT_METRIC,))
 
     def draw(self, table: pd.DataFrame, model: list[ModelRow],
              tables: dict[str, pd.DataFrame]) -> Any:
         fig, ax = self.figure()
         fits = {(m.transport, m.variant, m.parameter): m.value for m in model}
-        groups = sorted(table.groupby(["transport", "variant"]), key=lambda g: ORDER[g[0][1]])
+        groups = sorted(table.groupby(["transport", "start"]), key=lambda g: ORDER[g[0][1]])
         for (transport, variant), sub in groups:
             y = sub[FIT_METRIC].to_numpy() / 1e6
             error = np.abs(np.vstack([y - sub[f"{FIT_METRIC}_ci_low"] / 1e6,
@@ -180,17 +182,17 @@ class Boot(ProbeExperiment):
         def boot_at(key: tuple[str, str], n: int) -> float:
             if table.empty:
                 return np.nan
-            row = select(table, transport=key[0], variant=key[1], servers=n)
+            row = select(table, transport=key[0], start=key[1], servers=n)
             return float(row[FIT_METRIC].iloc[0]) if len(row) else np.nan
 
         rows = []
         for key in keys:
             slope = params[(*key, "boot_b_s")].value
             slope_ratio = slope / base_slope if base and key != base and base_slope > 0 else np.nan
-            mine = select(table, transport=key[0], variant=key[1]) if not table.empty else table
+            mine = select(table, transport=key[0], start=key[1]) if not table.empty else table
             shared = set(mine.servers) if len(mine) else set()
             if base and key != base and not table.empty:
-                shared &= set(select(table, transport=base[0], variant=base[1]).servers)
+                shared &= set(select(table, transport=base[0], start=base[1]).servers)
             n = max(shared) if shared else None
             total = boot_at(key, n) if n else np.nan
             total_ratio = total / boot_at(base, n) if base and key != base and n else np.nan
@@ -208,7 +210,7 @@ class Boot(ProbeExperiment):
                 "server (b_s) and the whole boot at the largest N both ran. boot.csv keeps "
                 "each server's start (until ready) apart from its first reply.")
         return [Section("Boot: boot = b0 + N b_s (95% CI)",
-                        ["transport", "variant", "b0", "b_s", "R^2", "b_s / object",
+                        ["transport", "start", "b0", "b_s", "R^2", "b_s / object",
                          "boot", "boot / object"],
                         rows, note, self.own_plots(plots))]
 

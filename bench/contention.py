@@ -66,10 +66,9 @@ TRANSPORTS = {"shm": "processes, POSIX semaphore", "call": "threads, threading.L
 RHO_FIT_MAX = 0.7  # the goal's range: beyond it the waits' variance needs long runs
 TOLERANCE = 0.25  # the goal: every rho in range within 25% of the queue's prediction
 RESAMPLES = 1000
-# One configuration: service_us travels in ``iterations``; runs of other lengths or holds
-# are other queues and must not pool.
-GROUP = ["transport", "variant", "k", "iterations", "duration_s"]
-KEY = [*GROUP, "level"]
+# One configuration: runs of other lengths or holds are other queues and must not pool.
+GROUP = ["transport", "hold", "k", "service_us", "duration_s"]
+KEY = [*GROUP, "rho"]
 
 
 MEANS = ("wait_us", "delay_us", "lock_wait_us", "lag_us", "hold_us", "hold_cv2", "replay_us")
@@ -178,17 +177,23 @@ class ContentionParams(Params):
                                         "POSIX semaphore), call (threads and a "
                                         "threading.Lock)", choices=known_transports,
                                         applies=lambda: TRANSPORTS)
-    modes: tuple[str, ...] = param(("busy",), "what a holder does: busy, sleep, kill")
+    modes: tuple[str, ...] = param(("busy",), "what a holder does: busy, sleep, kill",
+                                   column="hold")
     servers: tuple[int, ...] = param((1,), "sources P contending for the lock", low=1)
-    levels: tuple[float, ...] = param((0.5,), "offered loads rho = lambda / mu")
+    levels: tuple[float, ...] = param((0.5,), "offered loads rho = lambda / mu",
+                                      column="rho")
     duration_s: float = param(1.0, "each load's measured window", "s", positive=True)
-    service_us: float = param(200.0, "mean hold of the lock (1/mu)", "us", positive=True)
+    service_us: float = param(200.0, "mean hold of the lock (1/mu)", "us", low=1,
+                              column="service_us")
 
 
 class Contention(ProbeExperiment):
     name = "contention"
     description = "a lock as an M/M/1 queue: measured wait against rho/(mu - lambda)"
     params_type = ContentionParams
+    format1 = (("variant", "hold", str),
+               ("level", "rho", float),
+               ("iterations", "service_us", float))
 
     def plan(self, params: ContentionParams) -> Plan:
         where = self.where
@@ -210,11 +215,6 @@ class Contention(ProbeExperiment):
         if bad:
             raise ValueError(f"{where}.levels: rho must be between 0 and 1 (exclusive), "
                              f"not {bad[0]:g}")
-        if params.service_us < 1:
-            raise ValueError(f"{where}.service_us: must be >= 1 (whole microseconds)")
-        if params.service_us != int(params.service_us):  # it travels in Case.iterations (int)
-            raise ValueError(f"{where}.service_us: must be a whole number of microseconds, "
-                             f"not {params.service_us:g}")
         plan = Plan()
         for transport in transports:
             for variant in modes:
@@ -223,11 +223,9 @@ class Contention(ProbeExperiment):
                 metrics = {**METRICS, **(KILL_METRICS if variant == "kill" else {})}
                 for sources in params.servers:
                     for rho in params.levels:
-                        # The case's ``iterations`` carries service_us (work per request).
                         plan.runnable += probe_cases(
-                            self.name, transport, metrics, k=sources, variant=variant,
-                            level=rho, duration_s=params.duration_s,
-                            iterations=int(params.service_us))
+                            self, transport, metrics, k=sources, hold=variant, rho=rho,
+                            duration_s=params.duration_s, service_us=params.service_us)
         return plan
 
     def table(self, samples: pd.DataFrame) -> pd.DataFrame:
@@ -239,7 +237,7 @@ class Contention(ProbeExperiment):
             est = pooled(per_worker(sub))
             pred = predictions(level, service, est)
             rows.append({
-                "transport": transport, "variant": variant, "sources": int(k), "rho": level,
+                "transport": transport, "hold": variant, "sources": int(k), "rho": level,
                 "service_us": service, "duration_s": float(duration), **est, **pred,
                 "mm1_rel_error": rel_error(pred["mm1_us"], est["wait_us"]),
                 "mg1h_rel_error": rel_error(pred["mg1h_us"], est["wait_us"]),
@@ -253,14 +251,14 @@ class Contention(ProbeExperiment):
 
     def model(self, samples: pd.DataFrame) -> list[ModelRow]:
         mine = self.mine(samples)
-        mine = mine[mine.level <= RHO_FIT_MAX + 1e-9]
+        mine = mine[mine.rho <= RHO_FIT_MAX + 1e-9]
         rows = []
         for (transport, variant, k, service, duration), group in mine.groupby(GROUP):
             service = float(service)
             where = configuration(service, duration)
             label = f"{self.name}/{transport}/{variant}/{k}/{service:g}/{duration:g}"
             levels = {level: {m: col.to_numpy(float) for m, col in per_worker(sub).items()}
-                      for level, sub in group.groupby("level")}
+                      for level, sub in group.groupby("rho")}
             point = errors(levels, service)
             draws = draw_errors(levels, service, label)
             common = dict(placement="same-cpu", k=int(k), variant=variant, config=where)
@@ -305,7 +303,7 @@ class Contention(ProbeExperiment):
         slows.plot(rho, 1 / (1 - rho), "k-", lw=1, label="M/M/1: 1/(1 - rho)")
         several = len(table.groupby(["service_us", "duration_s"])) > 1
         for (transport, variant, k, service, duration), sub in table.groupby(
-                ["transport", "variant", "sources", "service_us", "duration_s"]):
+                ["transport", "hold", "sources", "service_us", "duration_s"]):
             label = f"{transport} {variant} P={k}" + (
                 f" ({configuration(service, duration)})" if several else "")
             line, = waits.plot(sub.rho, sub.wait_us, "o-", ms=4, label=f"{label}: wait")
@@ -333,7 +331,7 @@ class Contention(ProbeExperiment):
         rows = []
         for r in table.itertuples():
             where = f" ({configuration(r.service_us, r.duration_s)})" if several else ""
-            rows.append([f"{r.transport} {r.variant} P={r.sources}{where}",
+            rows.append([f"{r.transport} {r.hold} P={r.sources}{where}",
                          f"{r.rho_realized:.2f} ({r.rho:g})",
                          f"{r.wait_us:.0f}", f"{r.mm1_us:.0f}", f"{r.mg1h_us:.0f}",
                          f"{r.replay_us:.0f}", f"{r.lag_us:.0f}", f"{r.lock_wait_us:.0f}",

@@ -55,14 +55,16 @@ IN_PROCESS = "call"
 class DeadlockParams(ServiceParams):
     """Its table in a suite file: the services, and these."""
 
-    modes: tuple[str, ...] = param(VARIANTS, "graph kinds: cyclic, acyclic")
-    seeds: tuple[int, ...] = param((1,), "the random graphs' seeds")
+    modes: tuple[str, ...] = param(VARIANTS, "graph kinds: cyclic, acyclic",
+                                   column="graph")
+    seeds: tuple[int, ...] = param((1,), "the random graphs' seeds", column="seed")
 
 
 class Deadlock(ProbeExperiment):
     name = "deadlock"
     description = "deadlock detection: query N servers over IPC against one in-process lock graph"
     params_type = DeadlockParams
+    format1 = (("variant", "graph", str), ("seed", "seed", int))
 
     def plan(self, params: DeadlockParams) -> Plan:
         where = self.where
@@ -83,8 +85,8 @@ class Deadlock(ProbeExperiment):
             for variant in variants:
                 for n in params.servers:
                     for seed in params.seeds:
-                        cases = probe_cases(self.name, transport, METRICS, k=n,
-                                            variant=variant, seed=seed)
+                        cases = probe_cases(self, transport, METRICS, k=n,
+                                            graph=variant, seed=seed)
                         # N servers, one link each (mq runs out of queues first).
                         reason = TRANSPORTS[transport].refuse(PAYLOAD, placement, links=n)
                         if reason:
@@ -106,7 +108,7 @@ class Deadlock(ProbeExperiment):
         if mine.empty:
             return rows
         method = "OLS of detect_ns over N, workers bootstrapped"
-        for (transport, variant), sub in mine.groupby(["transport", "variant"]):
+        for (transport, variant), sub in mine.groupby(["transport", "graph"]):
             common = dict(placement="same-cpu", variant=variant)
             try:
                 fit = line_fit(select(sub, metric="detect_ns"),
@@ -143,7 +145,7 @@ class Deadlock(ProbeExperiment):
         """T_ipc / T_call at the largest N both ran, with a bootstrap interval."""
         if transport == IN_PROCESS:
             return None
-        times = select(mine, metric="detect_ns", variant=variant)
+        times = select(mine, metric="detect_ns", graph=variant)
         ipc, base = select(times, transport=transport), select(times, transport=IN_PROCESS)
         common = sorted(set(ipc.k) & set(base.k))
         if not common:
@@ -155,7 +157,7 @@ class Deadlock(ProbeExperiment):
         return n, estimate(float(np.median(top.value) / np.median(bottom.value)), draws)
 
     def table(self, samples: pd.DataFrame) -> pd.DataFrame:
-        wide = self.wide(samples, ["transport", "variant", "k", "seed"])
+        wide = self.wide(samples, ["transport", "graph", "k", "seed"])
         if "detect_ns" in wide:
             wide["ns_per_server"] = wide.detect_ns / wide.servers
         return wide
@@ -166,7 +168,7 @@ class Deadlock(ProbeExperiment):
             return None
         fig, ax = self.figure()
         colours = {t: f"C{i}" for i, t in enumerate(sorted(set(table.transport)))}
-        for (transport, variant), sub in table.groupby(["transport", "variant"]):
+        for (transport, variant), sub in table.groupby(["transport", "graph"]):
             points = sub.groupby("servers").detect_ns.median()  # over seeds
             style = "o-" if variant == "cyclic" else "s--"
             ax.plot(points.index, points.to_numpy() / 1e3, style, ms=4,

@@ -75,7 +75,7 @@ assert set(WINDOW) <= set(METRICS)
 MAX_CRASH_RATE = 100.0
 LAMBDAS = np.logspace(-3, 2, 16)  # per second, for the A and I table
 TEXT_T_S, TEXT_T_R = 1.2, 60.0  # the seed's example, seconds
-KEYS = ["transport", "variant", "k", "level"]
+KEYS = ["transport", "mode", "k", "crash_rate"]
 
 
 def availability(rate: float, d: float) -> float:
@@ -166,11 +166,11 @@ class FaultsParams(Params):
                                         applies=lambda: TRANSPORTS)
     servers: tuple[int, ...] = param((1,), "servers S sharing the crashes", low=1)
     modes: tuple[str, ...] = param(MODES, "how a server crashes: kill (SIGKILL), raise "
-                                   "(an exception)")
+                                   "(an exception)", column="mode")
     duration_s: float = param(1.0, "the window a batch injects crashes over", "s",
                               positive=True)
     crash_rate: float = param(1.0, "injected crashes per second (lambda)", "1/s",
-                              positive=True)
+                              positive=True, column="crash_rate")
     payload_bytes: tuple[int, ...] = param((64,), "request size", "bytes", low=0)
 
 
@@ -178,6 +178,7 @@ class Faults(ProbeExperiment):
     name = "faults"
     description = "crash, detect, restart: availability 1/(1 + lambda d) against a full reboot"
     params_type = FaultsParams
+    format1 = (("variant", "mode", str), ("level", "crash_rate", float))
 
     def plan(self, params: FaultsParams) -> Plan:
         where = self.where
@@ -206,8 +207,8 @@ class Faults(ProbeExperiment):
                 for n in params.servers:
                     for size in params.payload_bytes:
                         plan.runnable += probe_cases(
-                            self.name, transport, METRICS, k=n, variant=mode,
-                            level=params.crash_rate, duration_s=params.duration_s,
+                            self, transport, METRICS, k=n, mode=mode,
+                            crash_rate=params.crash_rate, duration_s=params.duration_s,
                             payload_bytes=size)
         return plan
 
@@ -270,7 +271,7 @@ class Faults(ProbeExperiment):
             values = {m: select(sub, metric=m).value for m in METRICS}
             t_s = float(values["restart_d"].mean()) / 1e9
             t_r = float(values["reboot_t_r"].mean()) / 1e9
-            key = {"transport": transport, "variant": variant, "servers": int(k)}
+            key = {"transport": transport, "mode": variant, "servers": int(k)}
             window = float(values["window_s"].sum()) - float(values["downtime_ns"].sum()) / 1e9
             summary.append({
                 **key, "crash_rate": rate,
@@ -298,7 +299,7 @@ class Faults(ProbeExperiment):
             return None
         fig, (left, right) = self.figure(2, (11, 4.2))
         colours = [f"C{i}" for i in range(10)]
-        groups = curves.groupby(["transport", "variant", "servers"])
+        groups = curves.groupby(["transport", "mode", "servers"])
         for colour, ((transport, variant, k), sub) in zip(colours * 4, groups, strict=False):
             label = f"{transport} {variant} S={k}"
             left.plot(sub.lambda_per_s, sub.A_microkernel, "-", color=colour,
@@ -306,7 +307,7 @@ class Faults(ProbeExperiment):
             left.plot(sub.lambda_per_s, sub.A_monolithic, "--", color=colour,
                       label=f"{label}: reboot all (t_r)")
             right.plot(sub.lambda_per_s, sub.I, "-", color=colour, label=label)
-            point = summary[(summary.transport == transport) & (summary.variant == variant)
+            point = summary[(summary.transport == transport) & (summary.mode == variant)
                             & (summary.servers == k)]
             left.plot(point.crash_rate_realized, point.availability_measured, "o", color=colour,
                       label=f"{label}: measured")
@@ -340,7 +341,7 @@ class Faults(ProbeExperiment):
                 text = f"{m.value / 1e6:.2f}"
                 return f"{text} ({m.ci_low / 1e6:.2f}-{m.ci_high / 1e6:.2f})" if ci else text
 
-            match = summary[(summary.transport == key[0]) & (summary.variant == key[1])
+            match = summary[(summary.transport == key[0]) & (summary.mode == key[1])
                             & (summary.servers == key[2])] if not summary.empty else summary
             rate = float(match.crash_rate.iloc[0]) if not match.empty else float("nan")
             gap = get("availability_gap_pp")

@@ -44,13 +44,15 @@ MIB = float(1 << 20)
 class FootprintParams(ServiceParams):
     """Its table in a suite file: the services, and these."""
 
-    modes: tuple[str, ...] = param(("fork",), "how servers start: fork, exec")
+    modes: tuple[str, ...] = param(("fork",), "how servers start: fork, exec",
+                                   column="start")
 
 
 class Footprint(ProbeExperiment):
     name = "footprint"
     description = "memory of N servers against N objects in one process: M_k + N M_s"
     params_type = FootprintParams
+    format1 = (("variant", "start", str),)
 
     def plan(self, params: FootprintParams) -> Plan:
         where = self.where
@@ -67,14 +69,14 @@ class Footprint(ProbeExperiment):
                 if variant == "exec" and transport != "pipe":
                     raise ValueError(f"{where}: exec'd servers speak pipe only, not {transport}")
                 for n in params.servers:
-                    plan.runnable += probe_cases(self.name, transport, METRICS, k=n,
-                                                 variant=variant)
+                    plan.runnable += probe_cases(self, transport, METRICS, k=n,
+                                                 start=variant)
         return plan
 
     def model(self, samples: pd.DataFrame) -> list[ModelRow]:
         rows = []
         mine = self.mine(samples)
-        for (transport, variant), sub in mine.groupby(["transport", "variant"]):
+        for (transport, variant), sub in mine.groupby(["transport", "start"]):
             # PSS sums to the memory the group really uses (shared pages counted once);
             # USS sums only the pages private to each, so its slope is the marginal server.
             for metric, suffix in (("pss_total", ""), ("uss_total", "_uss")):
@@ -96,14 +98,14 @@ class Footprint(ProbeExperiment):
         return rows
 
     def table(self, samples: pd.DataFrame) -> pd.DataFrame:
-        return self.wide(samples, ["transport", "variant", "k"])
+        return self.wide(samples, ["transport", "start", "k"])
 
     def draw(self, table: pd.DataFrame, model: list[ModelRow],
              tables: dict[str, pd.DataFrame]) -> Any:
         fig, ax = self.figure()
         fits = {(m.transport, m.variant, m.parameter): m.value for m in model
                 if m.parameter.startswith("footprint_M")}
-        for (transport, variant), sub in table.groupby(["transport", "variant"]):
+        for (transport, variant), sub in table.groupby(["transport", "start"]):
             label = f"{transport} ({variant})"
             for metric, style in (("uss_total", "o-"), ("pss_total", "s--")):
                 ax.plot(sub.servers, sub[metric] / MIB, style, ms=4,
@@ -137,7 +139,7 @@ class Footprint(ProbeExperiment):
                 "client's image until they write to it; exec'd servers build their own. "
                 "In process (call) a service is an object: M_s is about 0.")
         return [Section("Footprint: M_total = M_k + N M_s (KiB, 95% CI)",
-                        ["transport", "variant", "M_k (PSS)", "M_s (PSS)", "R^2", "M_s (USS)"],
+                        ["transport", "start", "M_k (PSS)", "M_s (PSS)", "R^2", "M_s (USS)"],
                         rows, note, self.own_plots(plots))]
 
 

@@ -85,7 +85,7 @@ def prediction_checks(mine: pd.DataFrame) -> list[ModelRow]:
     the gap is the IPC the prediction leaves out by design: not a check."""
     rows = []
     for (transport, order), sub in select(mine, transport="call").groupby(["transport",
-                                                                           "variant"]):
+                                                                           "order"]):
         measured, predicted = (select(sub, metric=m) for m in ("total_ns_per_mib",
                                                                  "pred_ns_per_mib"))
         if measured.empty or predicted.empty:
@@ -111,15 +111,18 @@ class LayersParams(Params):
                                         "pipe (a server per layer)",
                                         choices=known_transports,
                                         applies=lambda: TRANSPORTS)
-    modes: tuple[str, ...] = param(DEFAULT_ORDERS, "the stack's layer orders")
+    modes: tuple[str, ...] = param(DEFAULT_ORDERS, "the stack's layer orders",
+                                   column="order")
     file_bytes: int = param(0, "input size (0: every stdlib file the probe finds)", "bytes",
-                            low=0)
+                            low=0, column="file_bytes")
 
 
 class Layers(ProbeExperiment):
     name = NAME
     description = "storage stack: compress-then-encrypt against encrypt-then-compress, call/pipe"
     params_type = LayersParams
+    format1 = (("variant", "order", str),
+               ("level", "file_bytes", lambda mib: round(mib * MIB)))  # level was MiB
 
     def plan(self, params: LayersParams) -> Plan:
         where = self.where
@@ -139,15 +142,15 @@ class Layers(ProbeExperiment):
         plan = Plan()
         for transport in transports:
             for order in orders:
-                # k: layers (servers, as pipe); level: the input in MiB (0: all of it).
+                # k: layers (servers, as pipe)
                 plan.runnable += probe_cases(
-                    self.name, transport, metrics(order), k=len(stack_layers(order)),
-                    variant=order, level=params.file_bytes / MIB, payload_bytes=BLOCK_BYTES)
+                    self, transport, metrics(order), k=len(stack_layers(order)),
+                    order=order, file_bytes=params.file_bytes, payload_bytes=BLOCK_BYTES)
         return plan
 
     def table(self, samples: pd.DataFrame) -> pd.DataFrame:
-        return self.wide(samples, ["transport", "variant"]).rename(
-            columns={"variant": "ordering"})
+        return self.wide(samples, ["transport", "order"]).rename(
+            columns={"order": "ordering"})
 
     def model(self, samples: pd.DataFrame) -> list[ModelRow]:
         mine = self.mine(samples)
@@ -159,7 +162,7 @@ class Layers(ProbeExperiment):
                  "read_ns_per_mib": ("layers_read_ns_per_mib", "ns/MiB"),
                  "bytes_ratio": ("layers_bytes_ratio", "ratio")}
         draws: dict[tuple[str, str], np.ndarray] = {}
-        for (transport, order), sub in mine.groupby(["transport", "variant"]):
+        for (transport, order), sub in mine.groupby(["transport", "order"]):
             common = dict(placement="same-cpu", variant=order, payload_bytes=BLOCK_BYTES,
                           k=int(sub.k.iloc[0]))
             for metric, (parameter, unit) in named.items():
@@ -182,9 +185,9 @@ class Layers(ProbeExperiment):
             call = draws.get(("call", order))
             if transport == "call" or call is None:
                 continue
-            sub = select(mine, transport=transport, variant=order)
+            sub = select(mine, transport=transport, order=order)
             gap = float(np.median(select(sub, metric="total_ns_per_mib").value)
-                        - np.median(select(select(mine, transport="call", variant=order),
+                        - np.median(select(select(mine, transport="call", order=order),
                                            metric="total_ns_per_mib").value))
             low, high = interval(pipe - call)
             common = dict(placement="same-cpu", variant=order, payload_bytes=BLOCK_BYTES,

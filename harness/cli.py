@@ -19,7 +19,7 @@ from typing import NoReturn
 
 from rich.console import Console
 
-from harness import __version__, ab, baseline, history, outfolder, reference, runfolder
+from harness import __version__, ab, baseline, history, outfolder, reference
 from harness.cleanup import cleanup, sweep
 from harness.compare import (
     Comparison,
@@ -317,7 +317,6 @@ def cmd_ab(args: argparse.Namespace) -> int:
 
 def run_metadata(suite: Suite, args: argparse.Namespace, prefix: str, started: str) -> dict:
     return {
-        "format_version": runfolder.FORMAT_VERSION,
         "ipcbench_version": __version__,
         "suite": suite.name,
         "suite_description": suite.description,

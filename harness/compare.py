@@ -85,14 +85,10 @@ def load_samples(path: Path, keep_disturbed: bool = False) -> RunSamples:
 def _from_folder(folder: Path, keep_disturbed: bool) -> RunSamples:
     files = runfolder.read(folder)  # checked: a nan value or a cut file is refused here
     machine, samples = files.metadata["machine"], files.samples
-    for column in ("unit", "variant"):  # empty text reads back as NaN
-        if column in samples.columns:
-            samples[column] = samples[column].fillna("")
-    if "unit" in samples.columns:  # only costs, where more is worse, are judged
-        samples = samples[samples.unit.map(is_cost)]
-    if "disturbed" in samples.columns and not keep_disturbed:
-        samples = samples[~samples.disturbed.fillna(False).astype(bool)]
-    names = case_names(samples)
+    samples = samples[samples.unit.map(is_cost)]  # only costs, where more is worse, are judged
+    if not keep_disturbed:
+        samples = samples[~samples.disturbed]
+    names = runfolder.case_names(samples, files.parameters)
     values: dict[str, list[np.ndarray]] = {}
     refs: dict[str, list[np.ndarray]] = {}
     ids: dict[str, list[int]] = {}
@@ -104,30 +100,18 @@ def _from_folder(folder: Path, keep_disturbed: bool) -> RunSamples:
         if "ref_ns" in rows and rows.ref_ns.notna().all():
             refs.setdefault(name, []).append(rows.ref_ns.to_numpy(float))
             gate.add(name)  # timed cases carry a reference; probes do not
-        if "unit" in rows and rows.unit.iloc[0] not in ("", "ns"):
+        if rows.unit.iloc[0] != "ns":
             units[name] = str(rows.unit.iloc[0])
     refs = {name: r for name, r in refs.items() if len(r) == len(values[name])}
-    return RunSamples(folder.name, machine, values, _failed_cases(files.results), units, refs,
+    return RunSamples(folder.name, machine, values, _failed_cases(files), units, refs,
                       frozenset(gate), ids)
 
 
-def _failed_cases(results: pd.DataFrame) -> dict[str, str]:
+def _failed_cases(files: runfolder.RunFiles) -> dict[str, str]:
     """Cases a run tried and lost (status ``error``): they have no samples to compare."""
-    errors = results[results.status == "error"]
-    notes = errors.note.fillna("").astype(str)
-    return dict(zip(case_names(errors), notes, strict=True)) if len(errors) else {}
-
-
-def case_names(samples: pd.DataFrame) -> pd.Series:
-    """The same names the run's pyperf.json uses (harness.records.Case.name)."""
-    from harness.records import Case
-
-    columns = [c for c in samples.columns if c in Case.__dataclass_fields__]
-    keys = samples[columns].drop_duplicates()
-    names = {tuple(row): Case.from_dict(dict(zip(columns, row, strict=True))).name
-             for row in keys.itertuples(index=False)}
-    return pd.Series([names[tuple(r)] for r in samples[columns].itertuples(index=False)],
-                     index=samples.index)
+    errors = files.results[files.results.status == "error"]
+    names = runfolder.case_names(errors, files.parameters)
+    return dict(zip(names, errors.note, strict=True)) if len(errors) else {}
 
 
 def _from_pyperf(path: Path) -> RunSamples:

@@ -5,6 +5,7 @@ history's trend (the run's own summary is a renderer of its report: ``harness.re
 from __future__ import annotations
 
 import math
+import os
 import sys
 
 import pandas as pd
@@ -82,8 +83,11 @@ def comparison_summary(result: Comparison) -> list[str]:
 
 def summary_console() -> Console:
     """The console for summaries: piped output would be cut to 80 columns, and the
-    tables read better whole."""
-    return Console() if sys.stdout.isatty() else Console(width=160)
+    tables read better whole (160, or COLUMNS where it is set)."""
+    if sys.stdout.isatty():
+        return Console()
+    columns = os.environ.get("COLUMNS", "")
+    return Console(width=int(columns) if columns.isdigit() and int(columns) > 0 else 160)
 
 
 def print_findings(findings: list[Finding], console: Console) -> None:

@@ -31,15 +31,19 @@ ALL = "all"  # a list of choices written as ["all"]: every one that applies
 
 def param(default: Any, meaning: str, unit: str = "", *, low: float | None = None,
           positive: bool = False, choices: Callable[[], Iterable[str]] | None = None,
-          applies: Callable[[], Iterable[str]] | None = None) -> Any:
+          applies: Callable[[], Iterable[str]] | None = None, column: str = "") -> Any:
     """One key of an experiment's suite table: its default (None: the experiment
     decides from the other keys), what it means, its unit, and what values it takes:
     at least ``low``, above zero (``positive``), or one of ``choices()``; for a list,
     every item. A list of choices may be written ``["all"]``: every choice, or those
-    ``applies()`` names (a transport added to the registry joins such a suite)."""
+    ``applies()`` names (a transport added to the registry joins such a suite).
+
+    ``column``: each of its values (each item, for a list) is a parameter of the
+    experiment's cases under that name: a column of results.csv and samples.csv, a
+    part of the case's name, and so a key of compare and history."""
     return field(default=default, metadata={"meaning": meaning, "unit": unit, "low": low,
                                             "positive": positive, "choices": choices,
-                                            "applies": applies})
+                                            "applies": applies, "column": column})
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,21 @@ class Params:
         params = cls(**values)
         params.check(where)
         return params
+
+    @classmethod
+    def case_columns(cls) -> dict[str, tuple[type, str]]:
+        """The parameters its cases carry, in declared order: column -> (type, unit)."""
+        hints = get_type_hints(cls)
+        found = {}
+        for f in fields(cls):
+            if f.metadata.get("column"):
+                hint = hints[f.name]
+                args = [a for a in get_args(hint) if a is not type(None)]
+                if get_origin(hint) in (Union, UnionType):
+                    hint, args = args[0], list(get_args(args[0]))
+                kind = args[0] if get_origin(hint) is tuple else hint
+                found[f.metadata["column"]] = (kind, f.metadata["unit"])
+        return found
 
     def check(self, where: str) -> None:
         """The declared bounds and choices; subclasses add what spans several keys."""
@@ -222,6 +241,10 @@ class Experiment(ABC):
     name: str
     description: str
     params_type: type[Params] = Params  # its suite table's keys
+    # Run folders of format 1 kept its own parameters in the shared columns variant,
+    # level and seed (and contention's hold in iterations): (old column, its declared
+    # column, how a value converts). Reading such a folder applies these.
+    format1: tuple[tuple[str, str, Callable[[Any], Any]], ...] = ()
 
     @abstractmethod
     def plan(self, params: Any) -> Plan:
@@ -260,7 +283,11 @@ class Experiment(ABC):
         return f"{self.name}.png"
 
     def mine(self, samples: pd.DataFrame, **where: Any) -> pd.DataFrame:
-        """Its own samples (and of those, the ones matching ``where``)."""
+        """Its own samples (and of those, the ones matching ``where``), with a column for
+        each of its case parameters even where the run had none of its cases."""
+        absent = [c for c in self.params_type.case_columns() if c not in samples.columns]
+        if absent:
+            samples = samples.assign(**dict.fromkeys(absent, np.nan))
         return select(samples, experiment=self.name, **where)
 
     def wide(self, samples: pd.DataFrame, index: list[str],
@@ -330,17 +357,37 @@ def triage(cases: list[Case], refusal: Callable[[Case, int], str | None]) -> Pla
     return plan
 
 
-def probe_cases(experiment: str, transport: str, metrics: dict[str, str],
-                **fields: Any) -> list[Case]:
+def probe_cases(experiment: Experiment, transport: str, metrics: dict[str, str], *,
+                k: int = 1, payload_bytes: int = 0, duration_s: float = 0.0,
+                **params: Any) -> list[Case]:
     """One probe case per metric (name -> unit) of a single measurement.
 
-    ``fields`` are Case fields: k, variant, level, seed, duration_s, payload_bytes...
+    ``params`` are the experiment's declared case parameters, every one of them
+    (``param(..., column=...)``), each of its declared type: ValueError otherwise.
     """
-    fields.setdefault("payload_bytes", 0)
     for unit in metrics.values():
         units.lookup(unit)
-    return [Case(experiment, transport, "same-cpu", metric=metric, unit=unit, topology=PROBE,
-                 **fields) for metric, unit in metrics.items()]
+    declared = experiment.params_type.case_columns()
+    if set(params) != set(declared):
+        raise ValueError(f"{experiment.name}: a case takes the parameters "
+                         f"{', '.join(declared) or 'none'}, not {', '.join(params) or 'none'}")
+    own = tuple((column, kind(params[column])) for column, (kind, _) in declared.items())
+    return [Case(experiment.name, transport, "same-cpu", payload_bytes, k, metric=metric,
+                 unit=unit, topology=PROBE, duration_s=duration_s, params=own)
+            for metric, unit in metrics.items()]
+
+
+def case_columns(experiments: Iterable[Experiment]) -> dict[str, type]:
+    """Every column the experiments' cases carry, and its type; ValueError where two
+    experiments give one name two types (a column has one meaning, one kind)."""
+    found: dict[str, type] = {}
+    for experiment in experiments:
+        for column, (kind, _) in experiment.params_type.case_columns().items():
+            if found.setdefault(column, kind) is not kind:
+                raise ValueError(f"{experiment.name}: its case parameter {column!r} is a "
+                                 f"{kind.__name__}, another experiment's a "
+                                 f"{found[column].__name__}")
+    return found
 
 
 def load_experiments() -> dict[str, Experiment]:

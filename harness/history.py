@@ -21,7 +21,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from harness.columns import HISTORY_STATS
 from harness.errors import UsageError
+from harness.runfolder import format1_name
 
 DEFAULT_PATH = Path("results") / "history.sqlite"
 LOOKBACK = 10
@@ -42,9 +44,11 @@ CREATE TABLE IF NOT EXISTS cases (
     PRIMARY KEY (run_id, name)
 );
 """
-STAT_COLUMNS = ["experiment", "transport", "placement", "payload_bytes", "k", "metric", "unit",
-                "n", "median", "mean", "stdev", "p5", "p95", "p99", "ci_low", "ci_high",
-                "ctx_switches_per_op", "cpu_ns_per_op"]
+STAT_COLUMNS = HISTORY_STATS
+assert all(f" {c} " in SCHEMA for c in STAT_COLUMNS)  # the table holds these, in this order
+# PRAGMA user_version: 1 once the rows' case names are those of run folder format 2
+# (a probe's parameters by name); older rows are renamed on the first write.
+NAMES_VERSION = 1
 
 
 def _columns(db: sqlite3.Connection, table: str) -> list[str]:
@@ -133,9 +137,24 @@ def connect(path: Path) -> sqlite3.Connection:
         path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(path, timeout=30)  # another run may be appending right now
         db.executescript(SCHEMA)
+        _rename_cases(db)
     except (OSError, sqlite3.Error) as exc:
         raise UsageError(f"history {path}: cannot open ({exc})") from None
     return db
+
+
+def _rename_cases(db: sqlite3.Connection) -> None:
+    """Rows stored under format-1 probe names get today's names, once (one transaction,
+    under SQLite's write lock, so two runs opening an old file at once rename it once)."""
+    with db:
+        db.execute("BEGIN IMMEDIATE")
+        if db.execute("PRAGMA user_version").fetchone()[0] >= NAMES_VERSION:
+            return
+        names = [row[0] for row in db.execute("SELECT DISTINCT name FROM cases")]
+        renamed = [(format1_name(name), name) for name in names]
+        db.executemany("UPDATE cases SET name = ? WHERE name = ?",
+                       [pair for pair in renamed if pair[0] != pair[1]])
+        db.execute(f"PRAGMA user_version = {NAMES_VERSION}")
 
 
 def append(path: Path, run_id: str, metadata: dict, results: pd.DataFrame, names: list[str],
@@ -206,6 +225,7 @@ def series(path: Path, machine: str | None = None) -> pd.DataFrame:
         raise UsageError(f"history {path}: a median of run {table.run_id[bad].iloc[0]!r} is "
                          "not a number")
     table["median"] = pd.to_numeric(table["median"], errors="coerce")
+    table["name"] = table.name.map(format1_name)  # a file no run has written to since
     if machine:
         table = table[table.machine_id == machine]
     return table.sort_values(["started", "run_id"]).reset_index(drop=True)

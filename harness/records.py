@@ -11,16 +11,12 @@ if TYPE_CHECKING:
 
     Status = Literal["ok", "skipped", "error"]
 
-KEY_COLUMNS = ["experiment", "transport", "placement", "payload_bytes", "k"]
-COUNTER_COLUMNS = [
-    "ctx_switches_per_op",
-    "cpu_ns_per_op",
-    "ctx_voluntary_per_op",
-    "ctx_involuntary_per_op",
-    "system_ctxt_per_op",
-    "messages_per_op",
-]
 PROBE = "probe"  # a case an experiment measures itself (footprint, boot, faults, ...)
+
+if TYPE_CHECKING:
+    Value = str | int | float
+    # An experiment's own parameters of a case, in its declared order: (column, value).
+    CaseParams = tuple[tuple[str, Value], ...]
 
 
 @dataclass(frozen=True)
@@ -35,8 +31,11 @@ class Case:
 
     ``probe`` cases are measured by their experiment's own probe (entry-point
     group ``ipcbench.probes``), not by a timed loop: ``metric`` and ``unit`` say
-    what a value is, ``variant``, ``level``, ``seed`` and ``duration_s`` what
-    the probe varies (a crash mode, a load rho, a graph's seed, a run length).
+    what a value is, ``duration_s`` how long one probe measures for, and
+    ``params`` the experiment's own parameters of the case (a crash mode, a load
+    rho, a graph's seed), each a column its experiment declares
+    (``harness.experiment.param(..., column=...)``): no field of Case carries a
+    meaning that differs between experiments.
     """
 
     experiment: str
@@ -51,20 +50,16 @@ class Case:
     working_set: int = 0
     sched_batch: bool = False
     unit: str = "ns"
-    variant: str = ""
-    level: float = 0.0
-    seed: int = 0
     duration_s: float = 0.0
+    params: CaseParams = ()
     workers: int = 0  # worker processes; 0: the suite's setting (not saved: how, not what)
 
     @property
     def name(self) -> str:
         if self.topology == PROBE:
-            return "/".join(str(part) for part in (
-                self.experiment, self.transport, self.variant or "-", f"k{self.k}",
-                *([f"L{self.level:g}"] if self.level else []),
-                *([f"s{self.seed}"] if self.seed else []),
-                *([f"i{self.iterations}"] if self.iterations else []),
+            own = [f"{key}={_show(value)}" for key, value in self.params]
+            return "/".join((
+                self.experiment, self.transport, f"k{self.k}", *own,
                 *([f"{self.duration_s:g}s"] if self.duration_s else []),
                 *([f"{self.payload_bytes}B"] if self.payload_bytes else []), self.metric))
         work = "" if self.workload == "echo" else f"/{self.workload}{self.iterations}"
@@ -75,6 +70,21 @@ class Case:
             f"{self.payload_bytes}B/k{self.k}{shape}{touch}{work}"
         )
 
+    def param(self, column: str) -> Value:
+        """One of its experiment's parameters; KeyError names the ones it has."""
+        for key, value in self.params:
+            if key == column:
+                return value
+        raise KeyError(f"{self.name}: no parameter {column!r} (it has: "
+                       f"{', '.join(k for k, _ in self.params) or 'none'})")
+
+    def row(self) -> dict[str, Any]:
+        """The case as one row of results.csv and samples.csv: a column per field, and
+        one per parameter of its experiment."""
+        row = {f.name: getattr(self, f.name) for f in fields(self)
+               if f.name not in ("params", "workers")}
+        return {**row, **dict(self.params)}
+
     @property
     def measurement(self) -> Case:
         """The case without its metric: probe cases that share it share one measurement."""
@@ -82,15 +92,15 @@ class Case:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Case:
-        known = {f.name: f for f in fields(cls)}
+        """A case from the worker protocol (``asdict``: params as a list of pairs)."""
+        known = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
-        for key in ("level", "duration_s"):  # CSV gives back ints for whole floats
-            if key in values:
-                values[key] = float(values[key])
-        for key in ("variant", "unit"):  # and NaN for empty text
-            if key in values and not isinstance(values[key], str):
-                values[key] = known[key].default
+        values["params"] = tuple((str(k), v) for k, v in values.get("params", ()))
         return cls(**values)
+
+
+def _show(value: Value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 @dataclass(frozen=True)

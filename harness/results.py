@@ -16,27 +16,12 @@ import numpy as np
 import pandas as pd
 import pyperf
 
+from harness import columns as col
 from harness import runfolder
 from harness.experiment import ModelRow
-from harness.records import (
-    BATCH_COLUMNS,
-    COUNTER_COLUMNS,
-    KEY_COLUMNS,
-    BatchRecord,
-    Case,
-    CaseResult,
-    WorkerResult,
-)
-from harness.stats import Summary, summarize
+from harness.records import BatchRecord, CaseResult, WorkerResult
+from harness.stats import summarize
 
-CASE_COLUMNS = runfolder.CASE_COLUMNS
-TEXT_COLUMNS = ["unit", "variant"]
-STAT_COLUMNS = [f.name for f in fields(Summary)]
-DISTURBANCE_COLUMNS = ["batches_disturbed", "foreign_share", "ref_ns"]
-RESULT_COLUMNS = [*KEY_COLUMNS, "metric", "unit", *STAT_COLUMNS, *COUNTER_COLUMNS,
-                  *CASE_COLUMNS[len(KEY_COLUMNS) + 2 :], *DISTURBANCE_COLUMNS, "status", "note"]
-SAMPLE_COLUMNS = [*CASE_COLUMNS, "worker", "batch", "loops", "value", *COUNTER_COLUMNS,
-                  *BATCH_COLUMNS]
 MODEL_COLUMNS = [f.name for f in fields(ModelRow)]
 
 
@@ -65,15 +50,27 @@ class RunData:
     def _samples(self) -> pd.DataFrame:
         rows = []
         for result in self.measured():
-            case = asdict(result.case)
+            case = result.case.row()
             for w, worker in enumerate(result.workers):
                 batches: list[BatchRecord | None] = [*worker.batches] or \
                     [None] * len(worker.values)
                 for b, (value, batch) in enumerate(zip(worker.values, batches, strict=True)):
                     rows.append({**case, "worker": w, "batch": b, "loops": worker.loops,
-                                 "value": value, **dict.fromkeys(COUNTER_COLUMNS, np.nan),
+                                 "value": value, **dict.fromkeys(col.COUNTER_COLUMNS, np.nan),
                                  **worker.counters, **_batch_fields(batch, worker)})
-        return pd.DataFrame(rows, columns=SAMPLE_COLUMNS)
+        return pd.DataFrame(rows, columns=col.sample_columns(self.parameter_columns()))
+
+    def case_parameters(self) -> runfolder.Parameters:
+        """Per experiment, its cases' own parameters and their kinds (metadata.json)."""
+        found: runfolder.Parameters = {}
+        for result in self.cases:
+            own = found.setdefault(result.case.experiment, {})
+            for name, value in result.case.params:
+                own.setdefault(name, col.KIND_OF_TYPE[type(value)])
+        return {name: own for name, own in found.items() if own}
+
+    def parameter_columns(self) -> list[str]:
+        return list(dict.fromkeys(c for own in self.case_parameters().values() for c in own))
 
     def kept_samples(self) -> pd.DataFrame:
         """The batches the statistics and the model use."""
@@ -92,7 +89,7 @@ class RunData:
     def _results(self) -> pd.DataFrame:
         rows = []
         for result in self.cases:
-            row: dict[str, Any] = {**asdict(result.case), "status": result.status,
+            row: dict[str, Any] = {**result.case.row(), "status": result.status,
                                    "note": result.note}
             workers = [w for w in result.workers if w.kept(self.keep_disturbed)]
             if result.status == "ok" and workers:
@@ -100,12 +97,12 @@ class RunData:
                 values = np.concatenate(kept)
                 groups = np.concatenate([[i] * len(k) for i, k in enumerate(kept)])
                 row.update(asdict(summarize(values, groups, result.case.name)))
-                for column in COUNTER_COLUMNS:
+                for column in col.COUNTER_COLUMNS:
                     row[column] = float(np.mean([w.counters.get(column, np.nan)
                                                  for w in workers]))
                 row.update(_disturbance(result.workers, self.keep_disturbed))
             rows.append(row)
-        return pd.DataFrame(rows, columns=RESULT_COLUMNS)
+        return pd.DataFrame(rows, columns=col.result_columns(self.parameter_columns()))
 
     def model_frame(self) -> pd.DataFrame:
         frame = pd.DataFrame([asdict(m) for m in self.model], columns=MODEL_COLUMNS)
@@ -143,6 +140,8 @@ class RunData:
         return {f"ipcbench_{k}": str(v) for k, v in self.metadata.get("machine", {}).items()}
 
     def save(self, folder: Path) -> None:
+        self.metadata = {"format_version": runfolder.FORMAT_VERSION, **self.metadata,
+                         "case_parameters": self.case_parameters()}
         self.results_frame().to_csv(folder / "results.csv", index=False)
         self.samples_frame().to_csv(folder / "samples.csv", index=False)
         self.save_model(folder)
@@ -161,13 +160,12 @@ class RunData:
     def load(cls, folder: Path) -> RunData:
         """Rebuild a run from its folder; UsageError when the folder is not a run."""
         files = runfolder.read(folder)  # every file checked: UsageError names the bad cell
-        results, samples = _with_defaults(files.results), _with_defaults(files.samples)
-        return cls(files.metadata, _cases_from(results, samples))
+        return cls(files.metadata, _cases_from(files))
 
 
 def _batch_fields(batch: BatchRecord | None, worker: WorkerResult) -> dict[str, Any]:
     if batch is None:  # a probe's value: no reference; disturbed as its worker was
-        return {**dict.fromkeys(BATCH_COLUMNS, np.nan), "disturbed": worker.disturbed}
+        return {**dict.fromkeys(col.BATCH_COLUMNS, np.nan), "disturbed": worker.disturbed}
     return asdict(batch)
 
 
@@ -183,50 +181,34 @@ def _disturbance(workers: list[WorkerResult], keep_disturbed: bool) -> dict[str,
 
 def _batches_from(rows: pd.DataFrame) -> list[BatchRecord]:
     """A worker's batch records; none for probes and for runs older than them."""
-    if not set(BATCH_COLUMNS) <= set(rows.columns) or rows.ref_ns.isna().all():
+    if not set(col.BATCH_COLUMNS) <= set(rows.columns) or rows.ref_ns.isna().all():
         return []
-    return [BatchRecord(**{**{c: row[c] for c in BATCH_COLUMNS}, "cpus": int(row["cpus"]),
+    return [BatchRecord(**{**{c: row[c] for c in col.BATCH_COLUMNS}, "cpus": int(row["cpus"]),
                            "disturbed": bool(row["disturbed"])})
-            for row in rows[BATCH_COLUMNS].to_dict("records")]
+            for row in rows[col.BATCH_COLUMNS].to_dict("records")]
 
 
-def _with_defaults(frame: pd.DataFrame) -> pd.DataFrame:
-    """Columns newer than the run that wrote the file get the Case defaults."""
-    frame = frame.copy()
-    for column in ("unit", "variant", "level", "seed", "duration_s"):
-        default = Case.__dataclass_fields__[column].default
-        if column not in frame.columns:
-            frame[column] = default
-    for column in TEXT_COLUMNS:
-        frame[column] = frame[column].astype(object).fillna("").astype(str)
-    if "disturbed" in frame.columns:
-        frame["disturbed"] = frame.disturbed.fillna(False).astype(bool)
-    frame.loc[frame.unit == "", "unit"] = "ns"
-    return frame
-
-
-def _cases_from(results: pd.DataFrame, samples: pd.DataFrame) -> list[CaseResult]:
-    by_case = {key: rows for key, rows in samples.groupby(CASE_COLUMNS, sort=False,
-                                                          dropna=False)}
+def _cases_from(files: runfolder.RunFiles) -> list[CaseResult]:
+    results, samples = files.results, files.samples
+    names = runfolder.case_names(samples, files.parameters) if len(samples) else None
+    by_case = dict(iter(samples.groupby(names, sort=False))) if names is not None else {}
     cases = []
     for row in results.to_dict("records"):
-        case = Case.from_dict({c: row[c] for c in CASE_COLUMNS})
-        key = tuple(row[c] for c in CASE_COLUMNS)
+        case = runfolder.case_of(row, files.parameters)
         workers = []
-        if row["status"] == "ok" and key in by_case:
-            for _, rows in by_case[key].groupby("worker"):
+        if row["status"] == "ok" and case.name in by_case:
+            for _, rows in by_case[case.name].groupby("worker"):
                 rows = rows.sort_values("batch")
                 batches = _batches_from(rows)
                 workers.append(WorkerResult(
                     loops=int(rows.loops.iloc[0]),
                     values=rows.value.tolist(),
                     warmups=[],
-                    counters={c: float(rows[c].iloc[0]) for c in COUNTER_COLUMNS
+                    counters={c: float(rows[c].iloc[0]) for c in col.COUNTER_COLUMNS
                               if not np.isnan(rows[c].iloc[0])},
                     batches=batches,
                     # a probe's worker is set aside whole: its rows all say so
                     disturbed=not batches and bool(rows.disturbed.any()),
                 ))
-        note = row["note"] if isinstance(row["note"], str) else ""
-        cases.append(CaseResult(case, row["status"], note, workers))
+        cases.append(CaseResult(case, row["status"], row["note"], workers))
     return cases

@@ -53,10 +53,11 @@ def write_suite(folder: Path, text: str = TINY_SUITE, name: str = "tiny.toml") -
     return path
 
 
-def ipcbench(*args: str, cwd: Path | None = None, timeout: float = 300,
+def ipcbench(*args: str, cwd: Path | None = None, timeout: float = 300, columns: int = 160,
              ) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True,
-                          text=True, cwd=cwd, timeout=timeout, env={**os.environ, "COLUMNS": "160"})
+                          text=True, cwd=cwd, timeout=timeout,
+                          env={**os.environ, "COLUMNS": str(columns)})
 
 
 def run_worker(case: dict | list[dict], settings: dict | None = None, prefix: str = "",

@@ -27,7 +27,7 @@ TRUTH = {"object": (5e3, 3e3), "fork": (2e5, 1.5e6), "exec": (2e6, 45e6)}  # (b0
 
 
 def cases(transport: str, variant: str, n: int) -> list:
-    return probe_cases("boot", transport, METRICS, k=n, variant=variant, payload_bytes=64)
+    return probe_cases(EXPERIMENT, transport, METRICS, k=n, start=variant, payload_bytes=64)
 
 
 def test_probe_in_a_worker_measures_every_metric_and_leaves_nothing():
@@ -74,7 +74,7 @@ def test_a_boot_that_fails_midway_still_reaps_what_it_started(names, no_child_le
 
 
 def test_probe_refuses_a_variant_it_cannot_boot(names):
-    with pytest.raises(ValueError, match="unknown variant 'vfork'"):
+    with pytest.raises(ValueError, match="unknown start 'vfork'"):
         probe(cases("pipe", "vfork", 2), SETTINGS, names)
     with pytest.raises(ValueError, match="exec'd servers speak pipe only"):
         probe(cases("shm", "exec", 2), SETTINGS, names)
@@ -91,7 +91,7 @@ def synthetic_samples(servers: tuple[int, ...], workers: int = 6) -> pd.DataFram
     rng = np.random.default_rng(7)
     measured = []
     for case in plan.runnable:
-        b0, b_s = TRUTH[case.variant]
+        b0, b_s = TRUTH[str(case.param("start"))]
         total = b0 + case.k * b_s
         share = {"boot_total": total, "boot_per_server": total / case.k,
                  "boot_start": 0.9 * b_s, "boot_first_reply": 0.05 * b_s}[case.metric]
@@ -120,7 +120,7 @@ def test_model_recovers_b0_and_b_s(tmp_path: Path):
     tables = EXPERIMENT.tables(samples)
     table = tables["boot"]
     assert len(table) == 3 * 5 and set(METRICS) <= set(table.columns)
-    exec16 = table[(table.variant == "exec") & (table.servers == 16)].iloc[0]
+    exec16 = table[(table.start == "exec") & (table.servers == 16)].iloc[0]
     assert exec16.boot_total_ci_low <= exec16.boot_total <= exec16.boot_total_ci_high
     plots = EXPERIMENT.plots(samples, model, tables, tmp_path)
     assert [p.name for p in plots] == ["boot.png"] and plots[0].stat().st_size > 0
@@ -142,9 +142,9 @@ def test_one_server_count_cannot_be_fitted():
 
 def test_modes_left_out_mean_fork_and_exec():
     plan = EXPERIMENT.plan(params(transports=["pipe"], servers=[1, 2]))
-    assert {c.variant for c in plan.runnable} == {"fork", "exec"}
+    assert {c.param("start") for c in plan.runnable} == {"fork", "exec"}
     plan = EXPERIMENT.plan(params(transports=["call", "shm"], servers=[1, 2]))
-    assert {c.variant for c in plan.runnable} == {"object", "fork"}
+    assert {c.param("start") for c in plan.runnable} == {"object", "fork"}
 
 
 @pytest.mark.parametrize(("table", "message"), [
@@ -161,7 +161,7 @@ def test_bad_suite_tables_are_refused(table, message):
 def test_plan_runs_exec_over_pipe_only_and_objects_over_call():
     plan = EXPERIMENT.plan(params(transports=["call", "pipe", "shm"], modes=["fork", "exec"],
                                   servers=[1, 2]))
-    shapes = {(c.transport, c.variant) for c in plan.runnable}
+    shapes = {(c.transport, c.param("start")) for c in plan.runnable}
     assert shapes == {("call", "object"), ("pipe", "fork"), ("shm", "fork"), ("pipe", "exec")}
     assert all(c.topology == "probe" and c.payload_bytes == 64 for c in plan.runnable)
     # One measurement per (transport, variant, N), one case per metric in it.

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from bench.boot import EXPERIMENT as BOOT
 from harness import units
 from harness.experiment import ModelRow, probe_cases
 from harness.protocol import Reply, Task
@@ -17,7 +18,8 @@ from harness.samples import Estimate, estimate
 def test_a_task_survives_the_trip_to_the_worker():
     cases = [Case("latency", "pipe", "same-cpu", 64),
              Case("faults", "pipe", "same-cpu", 0, k=4, metric="restarts", unit="count",
-                  topology="probe", variant="kill", level=50.0, duration_s=0.04)]
+                  topology="probe", duration_s=0.04,
+                  params=(("mode", "kill"), ("crash_rate", 50.0)))]
     task = Task(cases, Settings(workers=2), "ipcb-1-ab12cd-", "/dev/null", 1234, [0, 1])
     assert Task.from_json(task.to_json()) == task
 
@@ -59,6 +61,6 @@ def test_values_are_shown_in_their_unit():
 
 def test_an_unknown_unit_is_refused_where_it_is_declared():
     with pytest.raises(ValueError, match="unknown unit 'furlongs'"):
-        probe_cases("boot", "pipe", {"boot_total": "furlongs"})
+        probe_cases(BOOT, "pipe", {"boot_total": "furlongs"}, start="fork")
     with pytest.raises(ValueError, match="unknown unit"):
         ModelRow("alpha", "pipe", 1.0, "parsecs", 0.0, 2.0, "made up")

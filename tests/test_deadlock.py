@@ -160,7 +160,8 @@ def test_a_server_dying_mid_detection_is_an_error_and_cleans_up(names, no_child_
 def probe_case_dicts(transport: str, n: int, variant: str, seed: int) -> list[dict]:
     return [{"experiment": "deadlock", "transport": transport, "placement": "same-cpu",
              "payload_bytes": 0, "k": n, "topology": "probe", "metric": metric, "unit": unit,
-             "variant": variant, "seed": seed} for metric, unit in METRICS.items()]
+             "params": [["graph", variant], ["seed", seed]]}
+            for metric, unit in METRICS.items()]
 
 
 @pytest.mark.parametrize(("transport", "n"), [("call", 4), ("call", 64), ("pipe", 4),
@@ -210,7 +211,7 @@ def test_plan_covers_every_graph_and_defaults_to_both_variants(tmp_path):
     plan = load_suite(str(write_suite(tmp_path, text))).plan()
     measurements = {c.measurement for c in plan.runnable}
     assert len(measurements) == 2 * 2 * 3 * 2
-    assert {c.variant for c in measurements} == set(VARIANTS)
+    assert {c.param("graph") for c in measurements} == set(VARIANTS)
     assert len(plan.runnable) == len(measurements) * len(METRICS)
 
 
@@ -227,7 +228,7 @@ def synthetic(t0: dict[str, float], ts: dict[str, float], exact: float = 1.0,
                       "cycles_planted": planted, "exact": exact, "messages": 2 * n}
             for metric, unit in METRICS.items():
                 case = Case("deadlock", transport, "same-cpu", 0, k=n, metric=metric, unit=unit,
-                            topology="probe", variant="cyclic", seed=1)
+                            topology="probe", params=(("graph", "cyclic"), ("seed", 1)))
                 workers = []
                 for _ in range(6):
                     if metric == "detect_ns":

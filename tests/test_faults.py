@@ -68,7 +68,8 @@ def inject(variant: str, transport: str = "pipe", servers: int = 3,
     mark = uuid.uuid4().hex
     cases = [{"experiment": "faults", "transport": transport, "placement": "same-cpu",
               "payload_bytes": 64, "k": servers, "topology": "probe", "metric": metric,
-              "unit": unit, "variant": variant, "level": rate, "duration_s": duration_s}
+              "unit": unit, "duration_s": duration_s,
+              "params": [["mode", variant], ["crash_rate", rate]]}
              for metric, unit in METRICS.items()]
     results = run_worker(cases, SETTINGS, prefix, env={**os.environ, "FAULTS_TEST_MARK": mark})
     assert not marked(mark), "a server outlived its worker"
@@ -210,8 +211,8 @@ def synthetic(rate: float = 20.0, crashes: int = 5, probes: int = 100) -> pd.Dat
         }
         for metric, values in per_metric.items():
             for batch, value in enumerate(values):
-                rows.append({"experiment": "faults", "transport": "pipe", "variant": "kill",
-                             "k": 4, "level": rate, "metric": metric, "worker": worker,
+                rows.append({"experiment": "faults", "transport": "pipe", "mode": "kill",
+                             "k": 4, "crash_rate": rate, "metric": metric, "worker": worker,
                              "batch": batch, "value": float(value)})
     return pd.DataFrame(rows)
 
@@ -275,8 +276,10 @@ def test_plan_cases_and_bad_input():
                               crash_rate=10.0, duration_s=0.3)
     cases = EXPERIMENT.plan(params).runnable
     assert len(cases) == 2 * 2 * len(METRICS)
-    assert {(c.variant, c.k) for c in cases} == {(m, n) for m in ("kill", "raise") for n in (2, 4)}
-    assert {c.level for c in cases} == {10.0} and {c.duration_s for c in cases} == {0.3}
+    assert {(c.param("mode"), c.k) for c in cases} == {
+        (m, n) for m in ("kill", "raise") for n in (2, 4)}
+    assert {c.param("crash_rate") for c in cases} == {10.0}
+    assert {c.duration_s for c in cases} == {0.3}
     assert {c.transport for c in EXPERIMENT.plan(EXPERIMENT.params_type()).runnable} == {"pipe"}
     bad = [({"modes": ("explode",)}, "unknown mode 'explode'"),
            ({"transports": ("mq",)}, "'mq' cannot carry"),
@@ -336,7 +339,7 @@ def test_leftover_check_sees_a_marked_process():
 
 def test_a_death_nobody_injected_fails_the_probe_and_leaves_nothing(names, no_child_left):
     case = Case("faults", "pipe", "same-cpu", 64, k=3, metric="", topology="probe",
-                variant="kill", level=10.0, duration_s=0.1)
+                duration_s=0.1, params=(("mode", "kill"), ("crash_rate", 10.0)))
     with pytest.raises(RuntimeError, match="died with no crash injected"), \
             Supervisor(names, "same-cpu", timeout=5.0) as sup:
         load = FaultLoad(sup, case, 5.0)

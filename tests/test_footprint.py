@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import numpy as np
 import pandas as pd
 import psutil
@@ -9,16 +11,13 @@ import pytest
 
 from bench.footprint import EXPERIMENT as FOOTPRINT
 from bench.footprint import METRICS
-from harness.records import PROBE, Case
+from harness.experiment import probe_cases
 
 from .helpers import run_worker
 
 
-def cases(transport: str, n: int, variant: str) -> list[dict]:
-    from dataclasses import asdict
-
-    return [asdict(Case("footprint", transport, "same-cpu", 0, k=n, metric=m, unit=u,
-                        topology=PROBE, variant=variant)) for m, u in METRICS.items()]
+def cases(transport: str, n: int, start: str) -> list[dict]:
+    return [asdict(c) for c in probe_cases(FOOTPRINT, transport, METRICS, k=n, start=start)]
 
 
 @pytest.mark.parametrize("variant", ["fork", "exec"])
@@ -47,7 +46,7 @@ def synthetic(m_k: float, m_s: float, ns: list[int], workers: int = 6) -> pd.Dat
     for n in ns:
         for w in range(workers):
             for metric in ("pss_total", "uss_total"):
-                rows.append({"experiment": "footprint", "transport": "pipe", "variant": "fork",
+                rows.append({"experiment": "footprint", "transport": "pipe", "start": "fork",
                              "k": n, "metric": metric, "worker": w, "batch": 0,
                              "value": m_k + n * m_s + rng.normal(0, 20_000)})
     return pd.DataFrame(rows)

@@ -77,3 +77,39 @@ def test_it_compares_with_itself_as_unchanged(stored):
     original, copy = stored
     done = ipcbench("compare", str(original), str(copy))
     assert done.returncode == 0, done.stdout + done.stderr  # 1 would be a regression
+
+
+def test_every_format_names_the_same_suite_s_cases_alike():
+    """Format 1 kept each experiment's own parameters in shared columns; read today, they
+    are in the experiment's declared ones, so the same suite's cases have the same names
+    (the keys compare and history match runs by) in every format."""
+    names = [sorted(c.case.name for c in RunData.load(p).cases) for p in STORED]
+    assert all(n == names[0] for n in names[1:])
+    assert "contention/shm/k2/hold=busy/rho=0.3/service_us=500/0.04s/wait_ns" in names[0]
+
+
+def test_a_format_1_history_is_renamed_to_today_s_names(tmp_path):
+    """History rows written before format 2 are renamed once, on the next write, and
+    read under today's names until then."""
+    import sqlite3
+
+    from harness import history
+
+    path = tmp_path / "history.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript(history.SCHEMA)
+    old = ["faults/pipe/kill/k2/L50/0.04s/64B/restart_d", "latency/pipe/same-cpu/64B/k1"]
+    db.execute("INSERT INTO runs (run_id, started) VALUES ('r1', '2026-01-01')")
+    db.executemany("INSERT INTO cases (run_id, name, median) VALUES ('r1', ?, 1.0)",
+                   [(n,) for n in old])
+    db.commit()
+    db.close()
+    today = ["faults/pipe/k2/mode=kill/crash_rate=50/0.04s/64B/restart_d",
+             "latency/pipe/same-cpu/64B/k1"]
+    assert sorted(history.series(path).name) == sorted(today)  # read-only: not yet renamed
+    history.connect(path).close()
+    db = sqlite3.connect(path)
+    stored = sorted(row[0] for row in db.execute("SELECT name FROM cases"))
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    db.close()
+    assert stored == sorted(today) and version == history.NAMES_VERSION

@@ -206,7 +206,7 @@ def test_probe_in_a_worker_reads_back_every_byte(order, clean):
 
 def test_plan_defaults_and_bad_input():
     plan = EXPERIMENT.plan(EXPERIMENT.params_type())
-    keys = {(c.transport, c.variant, c.k) for c in plan.runnable}
+    keys = {(c.transport, c.param("order"), c.k) for c in plan.runnable}
     assert keys == {(t, o, 5) for t in TRANSPORTS for o in ORDERS}
     assert len(plan.runnable) == sum(len(metrics(o)) for o in ORDERS) * 2
     plain = EXPERIMENT.plan(EXPERIMENT.params_type(transports=("call",), modes=("plain",)))
@@ -226,7 +226,7 @@ def synthetic(values: dict[tuple[str, str, str], float], workers: int = 4) -> pd
     for (transport, order, metric), value in values.items():
         for worker in range(workers):
             noise = 1 + rng.uniform(-0.01, 0.01) if metric.endswith("ns_per_mib") else 1
-            rows.append({"experiment": "layers", "transport": transport, "variant": order,
+            rows.append({"experiment": "layers", "transport": transport, "order": order,
                          "metric": metric, "value": value * noise, "worker": worker, "k": 5})
     return pd.DataFrame(rows)
 

@@ -86,7 +86,7 @@ def test_probe_rows_carry_metric_and_unit(system_run):
 def test_model_and_report_sections(system_run):
     model = pd.read_csv(system_run / "model.csv")
     fitted = model[model.parameter == "footprint_M_s"]
-    assert set(fitted.variant) == {"fork", "object"}
+    assert set(fitted.variant) == {"fork", "object"}  # model rows: the case's start
     for parameter in ("boot_b0", "boot_b_s", "restart_d", "reboot_t_r", "lost_requests",
                       "availability_measured", "availability_predicted", "mm1_max_rel_error"):
         assert parameter in set(model.parameter), parameter
@@ -110,6 +110,6 @@ def test_fit_and_reload_reproduce_the_run(system_run):
 
 
 def test_compare_judges_memory_too(system_run):
-    done = ipcbench("compare", str(system_run), str(system_run))
+    done = ipcbench("compare", str(system_run), str(system_run), columns=240)  # names unfolded
     assert done.returncode == 0, done.stderr
-    assert "footprint/pipe/fork/k3/uss_total" in done.stdout
+    assert "footprint/pipe/k3/start=fork/uss_total" in done.stdout

@@ -41,7 +41,7 @@ def boot(case: Case, settings: Settings, names: NameSource, n: int) -> dict[str,
     with Supervisor(names, "same-cpu", timeout=settings.timeout_s) as sup:
         for _ in range(n):
             t0 = perf_counter_ns()
-            channel: Channel = (sup.exec_echo(REQUEST_BYTES) if case.variant == "exec"
+            channel: Channel = (sup.exec_echo(REQUEST_BYTES) if case.param("start") == "exec"
                                 else sup.start(transport, REQUEST_BYTES, handler))
             t1 = perf_counter_ns()
             channel.send(message)
@@ -58,11 +58,12 @@ def boot(case: Case, settings: Settings, names: NameSource, n: int) -> dict[str,
 
 def probe(cases: list[Case], settings: Settings, names: NameSource) -> dict[str, list[float]]:
     case = cases[0]
-    if case.variant not in VARIANTS:
-        raise ValueError(f"boot: unknown variant {case.variant!r} (known: {', '.join(VARIANTS)})")
-    if (case.variant == "object") != get_transport(case.transport).in_process:
-        raise ValueError(f"boot: variant {case.variant!r} cannot run over {case.transport!r}")
-    if case.variant == "exec" and case.transport != "pipe":
+    start = case.param("start")
+    if start not in VARIANTS:
+        raise ValueError(f"boot: unknown start {start!r} (known: {', '.join(VARIANTS)})")
+    if (start == "object") != get_transport(case.transport).in_process:
+        raise ValueError(f"boot: start {start!r} cannot run over {case.transport!r}")
+    if start == "exec" and case.transport != "pipe":
         raise ValueError(f"boot: exec'd servers speak pipe only, not {case.transport!r}")
     affinity = os.sched_getaffinity(0)
     # Pinned where the servers go (same-cpu): each start runs while this process waits.

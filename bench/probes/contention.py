@@ -468,9 +468,9 @@ def measure(transport: str, variant: str, sources: int, rho: float, service_us: 
 
 def probe(cases: list[Case], settings: Settings, names: NameSource) -> dict[str, list[float]]:
     case = cases[0]
-    # service_us travels in the case's ``iterations`` (the work per request, whole us).
     rng = random.Random(os.urandom(16))  # every worker draws its own arrivals
-    values = measure(case.transport, case.variant, case.k, case.level, float(case.iterations),
+    values = measure(case.transport, str(case.param("hold")), case.k,
+                     float(case.param("rho")), float(case.param("service_us")),
                      case.duration_s, settings.timeout_s, names, rng)
     return {metric: [value] for metric, value in values.items()}
 

@@ -87,7 +87,7 @@ def _handler(graph: LockGraph, server: int) -> Callable[[Buffer], Buffer]:
 
 def probe(cases: list[Case], settings: Settings, names: NameSource) -> dict[str, list[float]]:
     case = cases[0]
-    graph = make_graph(case.k, case.variant, case.seed)
+    graph = make_graph(case.k, str(case.param("graph")), int(case.param("seed")))
     transport = get_transport(case.transport)
     if transport.in_process:
         detect, messages = detect_in_process(graph)

@@ -144,15 +144,16 @@ class FaultLoad:
     """The client, its supervisor and its injector for one worker."""
 
     def __init__(self, sup: Supervisor, case: Case, timeout_s: float) -> None:
-        if case.variant not in MODES:
-            raise ValueError(f"faults: unknown mode {case.variant!r} (known: kill, raise)")
+        mode = case.param("mode")
+        if mode not in MODES:
+            raise ValueError(f"faults: unknown mode {mode!r} (known: kill, raise)")
         self.sup = sup
         self.transport = get_transport(case.transport)
         self.n = case.k
         self.payload = case.payload_bytes
         self.frame = frame_size(self.payload)
-        self.kind = case.variant
-        self.rate = case.level
+        self.kind = str(mode)
+        self.rate = float(case.param("crash_rate"))
         self.log_capacity = int(case.duration_s * LOG_PER_S) + LOG_SPARE
         self.timeout_s = timeout_s
         self.codec = Codec(self.payload)

@@ -29,7 +29,7 @@ def page_table_bytes(pid: int) -> int:
 
 def start_services(case: Case, sup: Supervisor) -> list[Channel]:
     transport = get_transport(case.transport)
-    if case.variant == "exec":
+    if case.param("start") == "exec":
         return [sup.exec_echo(case.payload_bytes) for _ in range(case.k)]
     return [sup.start(transport, case.payload_bytes, Workload().handler) for _ in range(case.k)]
 

@@ -1,6 +1,6 @@
 """The layered storage stack on real files: write them all, sync, drop the cache, read back.
 
-One measurement is one ordering (``case.variant``) over one transport: ``call``
+One measurement is one ordering (the case's ``order``) over one transport: ``call``
 (the layers call each other in this process) or ``pipe`` (one forked server
 per layer, each holding the pipe to the next). The input is the standard
 library's ``*.py`` files, read once per worker; the device is a file in a
@@ -162,7 +162,7 @@ def run_stack(client: StackClient, files: list[tuple[str, bytes]],
 def measure(case: Case, settings: Settings, names: NameSource,
             files: list[tuple[str, bytes]]) -> dict[str, float]:
     """One pass of one ordering over one transport, with its isolated calibration."""
-    order, block = case.variant, case.payload_bytes
+    order, block = str(case.param("order")), case.payload_bytes
     total = sum(len(data) for _, data in files)
     mib = total / MIB
     timeout = settings.timeout_s + PHASE_S_PER_MIB * mib
@@ -203,7 +203,7 @@ def measure(case: Case, settings: Settings, names: NameSource,
 
 def probe(cases: list[Case], settings: Settings, names: NameSource) -> dict[str, list[float]]:
     case = cases[0]
-    files = stdlib_files(round(case.level * MIB))  # level: the input's MiB (0: all of it)
+    files = stdlib_files(int(case.param("file_bytes")))  # 0: all of them
     if not files:
         raise RuntimeError("layers: no standard-library *.py files found within the limit")
     values = measure(case, settings, names, files)
