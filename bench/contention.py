@@ -313,7 +313,9 @@ class Contention(ProbeExperiment):
                        label=f"{label}: M/G/1 + hand-off")
             slows.plot(sub.rho, sub.slowdown, "o-", ms=4, color=line.get_color(), label=label)
         seen = np.concatenate([table.wait_us, table.delay_us, table.mm1_us])
-        waits.set_ylim(seen[seen > 0].min() / 2, seen.max() * 3)  # an M/G/1 past rho 1 is inf
+        seen = seen[np.isfinite(seen) & (seen > 0)]  # a queue past rho 1 predicts inf
+        if seen.size:
+            waits.set_ylim(seen.min() / 2, seen.max() * 3)
         finish_axes(waits, "Wait for the lock against M/M/1", "rho = lambda / mu",
                     "mean wait, us", yscale="log", legend=6)
         finish_axes(slows, "Slowdown (t_work = mean hold)", "rho",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from bench.params import EchoParams
 from bench.topologies import refuse
+from harness.cputopology import Unavailable, this_machine
 from harness.experiment import Plan, triage
 from harness.records import Case
 from servers.transports import TRANSPORTS, Placement
@@ -26,8 +27,11 @@ def refusal(case: Case, cpus: int) -> str | None:
     transport = TRANSPORTS[case.transport]
     if transport.in_process and case.placement != "same-cpu":
         return "an in-process call has no placement: measured once, as same-cpu"
-    if case.placement == "cross-cpu" and cpus < 2:
-        return "cross-cpu needs two usable CPUs"
+    if case.placement != "same-cpu":
+        try:
+            this_machine().plan(case.placement)
+        except Unavailable as exc:
+            return str(exc)
     links = case.k if case.topology in ("chain", "fanout", "ring") else 1
     return refuse(case, transport) or transport.refuse(
         case.payload_bytes, Placement(case.placement, cpus), links

@@ -19,7 +19,7 @@ from typing import NoReturn
 
 from rich.console import Console
 
-from harness import __version__, ab, baseline, history, outfolder, reference
+from harness import __version__, ab, baseline, cputopology, history, outfolder, reference
 from harness.cleanup import cleanup, sweep
 from harness.compare import (
     Comparison,
@@ -28,7 +28,13 @@ from harness.compare import (
     load_samples,
     machine_differences,
 )
-from harness.console import print_comparison, print_findings, print_history, summary_console
+from harness.console import (
+    print_comparison,
+    print_findings,
+    print_history,
+    print_topology,
+    summary_console,
+)
 from harness.disturbance import LIMIT, run_disturbance
 from harness.doctor import WARN, diagnose
 from harness.errors import UsageError
@@ -141,6 +147,16 @@ def build_parser() -> Parser:
     doctor.add_argument("--seconds", type=float, default=5.0,
                         help="how long to sample the machine's jitter (default: 5; 0 skips it)")
     doctor.set_defaults(func=cmd_doctor)
+
+    topo = commands.add_parser("topology", help="this machine's CPUs by package, LLC, core "
+                               "and NUMA node, and the CPU pairs each placement gives")
+    source = topo.add_mutually_exclusive_group()
+    source.add_argument("--record", type=Path, metavar="FILE",
+                        help="write the sysfs files it reads to FILE, as text (a fixture, or "
+                             "a machine to plan for elsewhere)")
+    source.add_argument("--from", dest="recorded", type=Path, metavar="FILE",
+                        help="read a recorded FILE instead of this machine")
+    topo.set_defaults(func=cmd_topology)
 
     for register in command_plugins():  # bench adds its own (``ipcbench model``)
         register(commands)
@@ -494,6 +510,26 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     findings = diagnose(args.seconds)
     print_findings(findings, summary_console())
     return 1 if any(f.level == WARN for f in findings) else 0
+
+
+def cmd_topology(args: argparse.Namespace) -> int:
+    if args.record:
+        text = cputopology.record()
+        try:
+            args.record.write_text(text)
+        except OSError as exc:
+            raise UsageError(f"--record {args.record}: cannot write ({exc.strerror})") from None
+        print(f"wrote {len(text.splitlines()) - 1} sysfs values to {args.record}")
+        return 0
+    if args.recorded:
+        try:
+            machine = cputopology.Topology.from_record(args.recorded.read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise UsageError(f"--from {args.recorded}: not a topology record ({exc})") from None
+    else:
+        machine = cputopology.this_machine()
+    print_topology(machine, summary_console())
+    return 0
 
 
 def cmd_history(args: argparse.Namespace) -> int:

@@ -61,6 +61,11 @@ STATS = [Column(f.name, WHOLE if f.name == "n" else REAL) for f in fields(Summar
 DISTURBANCE = [Column("batches_disturbed", REAL), Column("foreign_share", REAL),
                Column("ref_ns", REAL)]
 STATUS = [Column("status", TEXT), Column("note", OPTIONAL_TEXT)]
+# The CPUs a timed case's placement resolved to (blank for probes; newer than some
+# format-2 folders: read as blank where absent).
+PLACED = [Column("client_cpu", WHOLE), Column("server_cpu", WHOLE)]
+# A probe worker's HDR histogram (encoded), on the row of its first metric; blank else.
+HISTOGRAM = Column("histogram", OPTIONAL_TEXT)
 BATCH_POSITION = [Column("worker", WHOLE), Column("batch", WHOLE), Column("loops", WHOLE),
                   Column("value", REAL)]
 
@@ -75,12 +80,12 @@ def result_columns(parameters: list[str]) -> list[str]:
     statistics, counters, the rest of the case, its parameters, disturbance, status."""
     head = len(IDENTITY) + 2
     return [*CASE_COLUMNS[:head], *STAT_COLUMNS, *COUNTER_COLUMNS, *CASE_COLUMNS[head:],
-            *parameters, *names(DISTURBANCE), *names(STATUS)]
+            *parameters, *names(PLACED), *names(DISTURBANCE), *names(STATUS)]
 
 
 def sample_columns(parameters: list[str]) -> list[str]:
-    return [*CASE_COLUMNS, *parameters, *names(BATCH_POSITION), *COUNTER_COLUMNS,
-            *BATCH_COLUMNS]
+    return [*CASE_COLUMNS, *parameters, *names(BATCH_POSITION), *names(PLACED),
+            *COUNTER_COLUMNS, *BATCH_COLUMNS, HISTOGRAM.name]
 
 
 # The history's per-case statistics (its ``cases`` table, after ``run_id`` and ``name``).

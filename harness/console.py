@@ -14,6 +14,7 @@ from rich.table import Table
 
 from harness import units
 from harness.compare import FDR, POWER, Comparison, Verdict
+from harness.cputopology import Topology
 from harness.doctor import Finding
 from harness.history import ChangePoint
 
@@ -88,6 +89,30 @@ def summary_console() -> Console:
         return Console()
     columns = os.environ.get("COLUMNS", "")
     return Console(width=int(columns) if columns.isdigit() and int(columns) > 0 else 160)
+
+
+def print_topology(machine: Topology, console: Console) -> None:
+    """Cores by package, die, last-level cache and node; then each placement's CPUs."""
+    cores = Table(title=f"CPU topology: {len(machine.cpus)} CPUs, {len(machine.usable)} "
+                        "usable here", title_justify="left")
+    for name in ("package", "die", "LLC domain", "NUMA node", "core: its CPUs (SMT)"):
+        cores.add_column(name, justify="right" if name != "core: its CPUs (SMT)" else "left")
+    for package, die, llc, node, threads in machine.layout():
+        level = machine.cpus[threads[0]].llc_level
+        domain = f"L{level} of CPU {llc}" if llc >= 0 else "none listed (package)"
+        cores.add_row(str(package), str(die), domain, str(node), ", ".join(map(str, threads)))
+    console.print(cores)
+    places = Table(title="Placements: the client's CPU and its servers' CPUs (a chain "
+                         "spreads over them in this order)", title_justify="left")
+    for name in ("placement", "client", "servers", "or why not here"):
+        places.add_column(name)
+    for placement, plan in machine.plans().items():
+        if isinstance(plan, str):
+            places.add_row(placement, "-", "-", plan)
+        else:
+            shown = ", ".join(map(str, plan[1][:16])) + (" ..." if len(plan[1]) > 16 else "")
+            places.add_row(placement, str(plan[0]), shown, "")
+    console.print(places)
 
 
 def print_findings(findings: list[Finding], console: Console) -> None:

@@ -245,6 +245,15 @@ class Experiment(ABC):
     # level and seed (and contention's hold in iterations): (old column, its declared
     # column, how a value converts). Reading such a folder applies these.
     format1: tuple[tuple[str, str, Callable[[Any], Any]], ...] = ()
+    # Case parameters the experiment derives rather than takes from a suite key (a CPU
+    # pair the machine gives): column -> (type, unit), after the suite keys' ones.
+    derived: tuple[tuple[str, type, str], ...] = ()
+
+    @classmethod
+    def case_columns(cls) -> dict[str, tuple[type, str]]:
+        """Its cases' own parameters, in order: column -> (type, unit)."""
+        return {**cls.params_type.case_columns(),
+                **{name: (kind, unit) for name, kind, unit in cls.derived}}
 
     @abstractmethod
     def plan(self, params: Any) -> Plan:
@@ -285,7 +294,7 @@ class Experiment(ABC):
     def mine(self, samples: pd.DataFrame, **where: Any) -> pd.DataFrame:
         """Its own samples (and of those, the ones matching ``where``), with a column for
         each of its case parameters even where the run had none of its cases."""
-        absent = [c for c in self.params_type.case_columns() if c not in samples.columns]
+        absent = [c for c in self.case_columns() if c not in samples.columns]
         if absent:
             samples = samples.assign(**dict.fromkeys(absent, np.nan))
         return select(samples, experiment=self.name, **where)
@@ -359,7 +368,7 @@ def triage(cases: list[Case], refusal: Callable[[Case, int], str | None]) -> Pla
 
 def probe_cases(experiment: Experiment, transport: str, metrics: dict[str, str], *,
                 k: int = 1, payload_bytes: int = 0, duration_s: float = 0.0,
-                **params: Any) -> list[Case]:
+                placement: str = "same-cpu", **params: Any) -> list[Case]:
     """One probe case per metric (name -> unit) of a single measurement.
 
     ``params`` are the experiment's declared case parameters, every one of them
@@ -367,12 +376,12 @@ def probe_cases(experiment: Experiment, transport: str, metrics: dict[str, str],
     """
     for unit in metrics.values():
         units.lookup(unit)
-    declared = experiment.params_type.case_columns()
+    declared = experiment.case_columns()
     if set(params) != set(declared):
         raise ValueError(f"{experiment.name}: a case takes the parameters "
                          f"{', '.join(declared) or 'none'}, not {', '.join(params) or 'none'}")
     own = tuple((column, kind(params[column])) for column, (kind, _) in declared.items())
-    return [Case(experiment.name, transport, "same-cpu", payload_bytes, k, metric=metric,
+    return [Case(experiment.name, transport, placement, payload_bytes, k, metric=metric,
                  unit=unit, topology=PROBE, duration_s=duration_s, params=own)
             for metric, unit in metrics.items()]
 
@@ -382,7 +391,7 @@ def case_columns(experiments: Iterable[Experiment]) -> dict[str, type]:
     experiments give one name two types (a column has one meaning, one kind)."""
     found: dict[str, type] = {}
     for experiment in experiments:
-        for column, (kind, _) in experiment.params_type.case_columns().items():
+        for column, (kind, _) in experiment.case_columns().items():
             if found.setdefault(column, kind) is not kind:
                 raise ValueError(f"{experiment.name}: its case parameter {column!r} is a "
                                  f"{kind.__name__}, another experiment's a "

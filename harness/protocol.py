@@ -12,6 +12,10 @@ from dataclasses import asdict, dataclass
 
 from harness.records import Case, Settings, WorkerResult
 
+# A probe may return, beside its metrics' values, one HDR histogram (the encoded V2
+# "histoblob" text) of everything it timed: kept with its worker, in samples.csv.
+HISTOGRAM = "hdr_histogram"
+
 
 @dataclass(frozen=True)
 class Task:

@@ -58,8 +58,10 @@ class Case:
     def name(self) -> str:
         if self.topology == PROBE:
             own = [f"{key}={_show(value)}" for key, value in self.params]
+            # A probe's placement is named where it is not the usual same-cpu.
+            where = [] if self.placement == "same-cpu" else [self.placement]
             return "/".join((
-                self.experiment, self.transport, f"k{self.k}", *own,
+                self.experiment, self.transport, *where, f"k{self.k}", *own,
                 *([f"{self.duration_s:g}s"] if self.duration_s else []),
                 *([f"{self.payload_bytes}B"] if self.payload_bytes else []), self.metric))
         work = "" if self.workload == "echo" else f"/{self.workload}{self.iterations}"
@@ -179,6 +181,11 @@ class WorkerResult:
     # by the runner, and whether that set it aside (``harness.disturbance``).
     foreign_share: float | None = None
     disturbed: bool = False
+    # The CPUs its placement resolved to: the client's and its (first) server's. None for
+    # a probe, which places its own processes.
+    client_cpu: int | None = None
+    server_cpu: int | None = None
+    histogram: str = ""  # a probe's HDR histogram of what it timed (encoded), if any
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -189,7 +196,8 @@ class WorkerResult:
         batches = [BatchRecord(**b) for b in data.get("batches", [])]
         return cls(int(data["loops"]), list(data["values"]), list(data.get("warmups", [])),
                    dict(data.get("counters", {})), batches, data.get("foreign_share"),
-                   bool(data.get("disturbed", False)))
+                   bool(data.get("disturbed", False)), data.get("client_cpu"),
+                   data.get("server_cpu"), str(data.get("histogram", "")))
 
     def kept(self, keep_disturbed: bool = False) -> list[float]:
         """The batch values the statistics use: undisturbed ones unless told otherwise."""

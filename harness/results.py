@@ -56,7 +56,10 @@ class RunData:
                     [None] * len(worker.values)
                 for b, (value, batch) in enumerate(zip(worker.values, batches, strict=True)):
                     rows.append({**case, "worker": w, "batch": b, "loops": worker.loops,
-                                 "value": value, **dict.fromkeys(col.COUNTER_COLUMNS, np.nan),
+                                 "value": value, "client_cpu": worker.client_cpu,
+                                 "server_cpu": worker.server_cpu,
+                                 "histogram": worker.histogram if b == 0 else "",
+                                 **dict.fromkeys(col.COUNTER_COLUMNS, np.nan),
                                  **worker.counters, **_batch_fields(batch, worker)})
         return pd.DataFrame(rows, columns=col.sample_columns(self.parameter_columns()))
 
@@ -101,6 +104,7 @@ class RunData:
                     row[column] = float(np.mean([w.counters.get(column, np.nan)
                                                  for w in workers]))
                 row.update(_disturbance(result.workers, self.keep_disturbed))
+                row.update(client_cpu=workers[0].client_cpu, server_cpu=workers[0].server_cpu)
             rows.append(row)
         return pd.DataFrame(rows, columns=col.result_columns(self.parameter_columns()))
 
@@ -188,6 +192,10 @@ def _batches_from(rows: pd.DataFrame) -> list[BatchRecord]:
             for row in rows[col.BATCH_COLUMNS].to_dict("records")]
 
 
+def _cpu(value: float) -> int | None:
+    return None if pd.isna(value) else int(value)
+
+
 def _cases_from(files: runfolder.RunFiles) -> list[CaseResult]:
     results, samples = files.results, files.samples
     names = runfolder.case_names(samples, files.parameters) if len(samples) else None
@@ -209,6 +217,9 @@ def _cases_from(files: runfolder.RunFiles) -> list[CaseResult]:
                     batches=batches,
                     # a probe's worker is set aside whole: its rows all say so
                     disturbed=not batches and bool(rows.disturbed.any()),
+                    client_cpu=_cpu(rows.client_cpu.iloc[0]),
+                    server_cpu=_cpu(rows.server_cpu.iloc[0]),
+                    histogram=rows.histogram.iloc[0],
                 ))
         cases.append(CaseResult(case, row["status"], row["note"], workers))
     return cases

@@ -80,6 +80,7 @@ def read(folder: Path, samples: bool = True, require_samples: bool = False) -> R
     _check_columns(folder / "results.csv", results, [*needed, *col.names(col.STATUS)])
     _check_cases(folder / "results.csv", results, case_columns, parameters)
     _check_status(folder / "results.csv", results)
+    _check_placed(folder / "results.csv", results)
     table = pd.DataFrame()
     if samples:
         table = _csv(folder / "samples.csv")
@@ -89,6 +90,7 @@ def read(folder: Path, samples: bool = True, require_samples: bool = False) -> R
             raise UsageError(f"{folder / 'samples.csv'}: no samples (only a header)")
         _check_cases(folder / "samples.csv", table, case_columns, parameters)
         _check_samples(folder / "samples.csv", table)
+        _check_placed(folder / "samples.csv", table)
     if version == 1:
         results, parameters = _from_format1(results)
         table, _ = _from_format1(table) if samples else (table, {})
@@ -135,7 +137,7 @@ def _from_format1(frame: pd.DataFrame) -> tuple[pd.DataFrame, Parameters]:
         experiment = experiments.get(str(name))
         if experiment is not None:
             mapping = {old: (new, convert) for old, new, convert in experiment.format1}
-            declared = experiment.params_type.case_columns()
+            declared = experiment.case_columns()
             kinds = {c: KIND_OF_TYPE[kind] for c, (kind, _) in declared.items()}
         else:
             used = [c for c in col.FORMAT1_SHARED
@@ -184,7 +186,7 @@ def format1_name(name: str) -> str:
         if old[c.name] != c.older)
     params = tuple((new, convert(old[before])) for before, new, convert in mapping)
     if experiment is not None:  # in the order the experiment declares them
-        order = list(experiment.params_type.case_columns())
+        order = list(experiment.case_columns())
         params = tuple(sorted(params, key=lambda p: order.index(p[0])))
     iterations = 0 if any(before == "iterations" for before, _, _ in mapping) else \
         old["iterations"]
@@ -200,7 +202,7 @@ _NUMBER = re.compile(r"-?\d+(\.\d*)?(e[-+]?\d+)?")
 def _tidy(frame: pd.DataFrame) -> pd.DataFrame:
     """Empty text as "", an empty unit as ns, ``disturbed`` as booleans."""
     frame = frame.copy()
-    for column in col.CASE + col.STATUS:
+    for column in [*col.CASE, *col.STATUS, col.HISTOGRAM]:
         if column.kind == col.OPTIONAL_TEXT and column.name in frame.columns:
             frame[column.name] = frame[column.name].astype(object).fillna("").astype(str)
     if "unit" in frame.columns:
@@ -354,6 +356,19 @@ def _check_kind(path: Path, frame: pd.DataFrame, column: col.Column,
     elif kind == col.BOOL:
         _refuse(path, frame, ~cells.map(lambda v: isinstance(v, bool | np.bool_)) & ~skip,
                 name, "True or False")
+
+
+def _check_placed(path: Path, frame: pd.DataFrame) -> None:
+    """CPU numbers where a timed case ran; blank for probes and in older files. A probe's
+    histogram (samples.csv only) is text."""
+    for column in col.PLACED:
+        if column.name not in frame.columns:
+            frame[column.name] = np.nan
+        _check_kind(path, frame, column, frame[column.name].notna())
+    if "value" in frame.columns:
+        if col.HISTOGRAM.name not in frame.columns:
+            frame[col.HISTOGRAM.name] = ""
+        _check_kind(path, frame, col.HISTOGRAM, None)
 
 
 def _check_status(path: Path, frame: pd.DataFrame) -> None:

@@ -17,10 +17,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import FrameType
 
+from harness.cputopology import this_machine
 from harness.names import NameSource
 from servers.echo import serve
 from servers.process import ServerSetup, run_server
-from servers.transports import PLACEMENTS, Channel, Link, PeerGone, Transport
+from servers.transports import Channel, Link, PeerGone, Transport
 from servers.transports.base import close_fds
 from servers.transports.call import CallLink
 from servers.transports.stream import StreamChannel
@@ -41,15 +42,9 @@ class ServerStartError(RuntimeError):
 
 
 def cpu_plan(placement: str) -> tuple[int, list[int]]:
-    """(client CPU, server CPUs) for a placement, from the CPUs we may use."""
-    if placement not in PLACEMENTS:
-        raise ValueError(f"unknown placement {placement!r} (known: {', '.join(PLACEMENTS)})")
-    allowed = sorted(os.sched_getaffinity(0))
-    if placement == "same-cpu":
-        return allowed[0], [allowed[0]]
-    if len(allowed) < 2:
-        raise ValueError("cross-cpu needs at least two usable CPUs")
-    return allowed[0], allowed[1:]
+    """(client CPU, server CPUs) for a placement class, from the CPUs we may use; its
+    servers take those in turn (``harness.cputopology``). ValueError when there are none."""
+    return this_machine().plan(placement)
 
 
 @dataclass
@@ -66,13 +61,17 @@ class Supervisor:
     placement: str = "same-cpu"
     sched_batch: bool = False
     timeout: float = 10.0
+    cpus: tuple[int, int] | None = None  # an explicit (client, server) pair: no placement
     servers: list[Server] = field(default_factory=list)
     channels: list[Channel] = field(default_factory=list)
     _links: list[Link] = field(default_factory=list)
     _execed: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.client_cpu, self.server_cpus = cpu_plan(self.placement)
+        if self.cpus is not None:
+            self.client_cpu, self.server_cpus = self.cpus[0], [self.cpus[1]]
+        else:
+            self.client_cpu, self.server_cpus = cpu_plan(self.placement)
 
     def __enter__(self) -> Supervisor:
         return self

@@ -13,7 +13,7 @@ import time
 
 from harness.counters import CaseCounters, Counters
 from harness.names import NameSource
-from harness.protocol import Reply, Task
+from harness.protocol import HISTOGRAM, Reply, Task
 from harness.records import PROBE, BatchRecord, Case, Settings, WorkerResult
 from harness.reference import PipeReference
 from harness.supervisor import Supervisor
@@ -64,7 +64,7 @@ def run_case(case: Case, settings: Settings, names: NameSource, builder: str) ->
     per_op = spent.per_op(loops * settings.batches * hops)
     per_op["messages_per_op"] = setup.messages / hops
     return WorkerResult(loops, [v / hops for v in values], [v / hops for v in warmups], per_op,
-                        batches)
+                        batches, client_cpu=sup.client_cpu, server_cpu=sup.server_cpus[0])
 
 
 def measure(setup: Setup, sup: Supervisor, settings: Settings
@@ -99,10 +99,13 @@ def run_probe(cases: list[Case], settings: Settings, names: NameSource) -> list[
                            f"(entry point group {PROBES_GROUP})")
     probe = next(iter(found)).load()
     values = probe(cases, settings, names)
+    histogram = values.pop(HISTOGRAM, [""])[0]
     missing = [c.metric for c in cases if not values.get(c.metric)]
     if missing:
         raise RuntimeError(f"probe {cases[0].experiment} returned no {missing[0]!r} values")
-    return [WorkerResult(1, [float(v) for v in values[c.metric]], [], {}) for c in cases]
+    results = [WorkerResult(1, [float(v) for v in values[c.metric]], [], {}) for c in cases]
+    results[0].histogram = str(histogram)  # once per measurement: with its first metric
+    return results
 
 
 def main() -> int:

@@ -45,7 +45,7 @@ def test_a_case_takes_exactly_its_experiment_s_parameters_typed():
 def test_one_experiment_s_parameter_does_not_rename_another_s_cases():
     """A case's name holds its own experiment's parameters only; timed cases none."""
     samples = pd.read_csv(STORED / "results.csv")
-    declared = {name: set(e.params_type.case_columns())
+    declared = {name: set(e.case_columns())
                 for name, e in load_experiments().items()}
     for name in samples.experiment.unique():
         rows = samples[samples.experiment == name]

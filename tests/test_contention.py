@@ -337,3 +337,13 @@ service_us = 500
     assert (errors_rows.value >= 0).all()
     assert (out / "contention.png").stat().st_size > 0
     assert "Contention" in (out / "report.md").read_text()
+
+
+def test_the_plot_survives_a_queue_past_rho_one(tmp_path: Path):
+    """On a busy machine the realized rho can pass 1: M/M/1 then predicts an infinite wait,
+    which the plot leaves off its scale instead of failing."""
+    samples = fake_samples(200, 0.3, (0.3, 0.5))
+    tables = EXPERIMENT.tables(samples)
+    tables["contention"].loc[0, "mm1_us"] = np.inf
+    [plot] = EXPERIMENT.plots(samples, [], tables, tmp_path)
+    assert plot.stat().st_size > 0

@@ -30,7 +30,11 @@ MODULES = {
     "uds": "servers.transports.uds:UdsTransport",
 }
 
-PLACEMENTS = ("same-cpu", "cross-cpu")
+# Where a server runs against its client (harness.cputopology resolves each to CPUs):
+# the client's CPU, its SMT sibling, a core under the same last-level cache, another LLC
+# of the package (a CCX), another package, another NUMA node, or any other CPU.
+PLACEMENTS = ("same-cpu", "smt-sibling", "same-llc", "cross-llc", "cross-package",
+              "cross-numa", "cross-cpu")
 
 
 class Registry(Mapping[str, Transport]):

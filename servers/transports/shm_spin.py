@@ -114,7 +114,7 @@ class SpinTransport(Transport):
     def refuse(self, payload: int, placement: Placement, links: int = 1) -> str | None:
         if os.uname().machine not in ("x86_64", "AMD64", "i686", "i386"):
             return "the busy-poll protocol relies on x86's store ordering"
-        if placement.name != "cross-cpu":
+        if placement.name == "same-cpu":
             return "busy polling on one CPU spins away the time slice its peer needs"
         if placement.cpus_available < 2:
             return "busy polling needs two CPUs"
