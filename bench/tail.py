@@ -153,9 +153,10 @@ class Tail(ProbeExperiment):
                 "histograms added). clock: the median cost of the two reads, included in "
                 "every value, not subtracted. The worst batch: what the interference "
                 "counters saw on the case's CPUs during the batch that held the max: "
-                "switches into other tasks, the share of CPU time other work took, and "
-                "steal, to tell another task's turn or a host's burst from the transport's "
-                "own tail.")
+                "switches into other tasks (the idle task too, so across CPUs about two per "
+                "round trip), the share of CPU time other work took, and steal (in the "
+                "kernel's 10 ms ticks), to tell another task's turn or a host's burst from "
+                "the transport's own tail.")
         return [Section("Tail: every round trip (us)", header, rows, note,
                         self.own_plots(plots))]
 
