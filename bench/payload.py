@@ -7,6 +7,7 @@ that a default pipe would chunk, and below it fixed costs dominate.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -35,60 +36,75 @@ class Payload(Experiment):
         low, high = SLOPE_RANGE
         rows = rows[rows.payload_bytes.between(low, high)]
         out = []
-        for (transport, placement), case in rows.groupby(["transport", "placement"]):
+        for key, case in rows.groupby(self.keys()):
+            transport, placement, *own = key
             # One point per worker and size: workers are the independent units.
             points = case.groupby(["payload_bytes", "worker"]).value.median().reset_index()
             if points.payload_bytes.nunique() < 3:
                 continue
             sizes = points.payload_bytes.to_numpy(float)
+            label = "/".join(map(str, key))
             fit = ols(np.column_stack([np.ones_like(sizes), sizes]), points.value,
-                      ("fixed", "per_byte"), sizes, f"copy/{transport}/{placement}")
+                      ("fixed", "per_byte"), sizes, f"copy/{label}")
             slope, ci_low, ci_high = fit["per_byte"]
             out.append(ModelRow(
                 "copy_ns_per_byte", transport, slope, "ns/B", ci_low, ci_high,
                 f"OLS slope of worker medians over {low}-{high} B, cluster bootstrap",
-                placement=placement,
+                placement=placement, config=self.config(own),
             ))
         return out
+
+    def keys(self) -> list[str]:
+        """What one curve is: transport and placement, and any case parameter."""
+        return ["transport", "placement", *self.case_columns()]
+
+    def config(self, own: list[Any]) -> str:
+        return ", ".join(f"{c}={v}" for c, v in zip(self.case_columns(), own, strict=True))
 
     def plots(self, samples: pd.DataFrame, model: list[ModelRow],
               tables: dict[str, pd.DataFrame], folder: Path) -> list[Path]:
         rows = self.mine(samples, metric="round_trip")
         if rows.empty:
             return []
-        slopes = {(m.transport, m.placement): m.value for m in model
+        slopes = {(m.transport, m.placement, m.config): m.value for m in model
                   if m.parameter == "copy_ns_per_byte"}
         fig, ax = self.figure(size=(7, 4))
-        for (transport, placement), case in rows.groupby(["transport", "placement"]):
+        for (transport, placement, *own), case in rows.groupby(self.keys()):
             medians = case.groupby("payload_bytes").value.median()
             sizes = medians.index.to_numpy()
-            slope = slopes.get((transport, placement))
-            label = f"{transport} {placement}" + (f" ({slope:.3f} ns/B)" if slope else "")
+            config = self.config(own)
+            slope = slopes.get((transport, placement, config))
+            label = " ".join(x for x in (transport, placement, config) if x) + (
+                f" ({slope:.3f} ns/B)" if slope else "")
             ax.plot(np.maximum(sizes, 1), medians / 1000, "o-", ms=3, label=label)
         ax.axvspan(*SLOPE_RANGE, color="grey", alpha=0.1, label="slope fitted here")
         ax.set(xscale="log", yscale="log", xlabel="payload (bytes; 0 B drawn at 1)",
                ylabel="round trip (us)", title="Payload sweep")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-        return [save(fig, folder / "payload.png")]
+        return [save(fig, folder / self.plot_file)]
 
     def report(self, results: pd.DataFrame, model: list[ModelRow],
                tables: dict[str, pd.DataFrame], plots: list[str]) -> list[Section]:
         rows = results[(results.experiment == self.name) & (results.status == "ok")]
         if rows.empty:
             return []
-        table = rows.pivot_table(index=["transport", "placement"], columns="payload_bytes",
-                                 values="median", aggfunc="first")
-        slopes = {(m.transport, m.placement): m for m in model
+        keys = self.keys()
+        table = rows.pivot_table(index=keys, columns="payload_bytes", values="median",
+                                 aggfunc="first")
+        slopes = {(m.transport, m.placement, m.config): m for m in model
                   if m.parameter == "copy_ns_per_byte"}
-        header = ["transport", "placement", *[size(c) for c in table.columns], "ns/B"]
+        header = [*keys, *[size(c) for c in table.columns], "ns/B"]
         body = []
-        for (transport, placement), values in table.iterrows():
-            slope = slopes.get((transport, placement))
-            body.append([transport, placement, *[us(v) for v in values],
+        for key, values in table.iterrows():
+            transport, placement, *own = key if isinstance(key, tuple) else (key,)
+            slope = slopes.get((transport, placement, self.config(own)))
+            body.append([*map(str, (transport, placement, *own)), *[us(v) for v in values],
                          f"{slope.value:.3f}" if slope else "-"])
-        return [Section("Payload sweep: median round trip, microseconds", header, body,
-                        plots=[p for p in plots if p == "payload.png"])]
+        return [Section(self.title, header, body,
+                        plots=[p for p in plots if p == self.plot_file])]
+
+    title = "Payload sweep: median round trip, microseconds"
 
 
 EXPERIMENT = Payload()

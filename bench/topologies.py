@@ -33,7 +33,21 @@ def _messages(case: Case, count: int) -> int:
 def echo(case: Case, sup: Supervisor) -> Setup:
     transport, workload = get_transport(case.transport), Workload(case.workload, case.iterations)
     channel = sup.start(transport, case.payload_bytes, workload.handler)
+    memory = dict(case.params).get("memory")
+    if memory:  # the shared area on the client's or the server's NUMA node
+        bind_memory(channel, sup, str(memory))
     return _through(channel, case, messages=_messages(case, 2))
+
+
+def bind_memory(channel: Channel, sup: Supervisor, side: str) -> None:
+    from harness.cputopology import this_machine
+    from servers.transports.numa import bind
+
+    area = channel.shared_memory()
+    if area is None:
+        raise ValueError(f"{side}: this transport shares no memory to place")
+    cpu = sup.client_cpu if side == "client" else sup.server_cpus[0]
+    bind(area, this_machine().cpus[cpu].node)
 
 
 def chain(case: Case, sup: Supervisor) -> Setup:

@@ -67,9 +67,10 @@ class Case:
         work = "" if self.workload == "echo" else f"/{self.workload}{self.iterations}"
         shape = "" if self.topology == "echo" else f"/{self.topology}"
         touch = f"/W{self.working_set}" if self.working_set else ""
+        mine = "".join(f"/{key}={_show(value)}" for key, value in self.params)
         return (
             f"{self.experiment}/{self.transport}/{self.placement}/"
-            f"{self.payload_bytes}B/k{self.k}{shape}{touch}{work}"
+            f"{self.payload_bytes}B/k{self.k}{shape}{touch}{work}{mine}"
         )
 
     def param(self, column: str) -> Value:

@@ -85,6 +85,11 @@ class Channel(ABC):
         """
         return self.send, self.recv
 
+    def shared_memory(self) -> memoryview | None:
+        """The memory both ends share, where the transport has one (shm): what a NUMA
+        binding applies to. None for transports the kernel copies through."""
+        return None
+
     def frames(self) -> Iterator[Buffer]:
         """Every frame received, until the peer goes (each valid until the next)."""
         recv = self.recv

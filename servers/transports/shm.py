@@ -67,6 +67,9 @@ class ShmChannel(Channel):
         self._area[:] = data
         return self._area
 
+    def shared_memory(self) -> memoryview:
+        return self._area
+
     def send(self, data: Buffer) -> None:
         if data is not self._area:
             self._area[:] = data
