@@ -104,8 +104,11 @@ class CoreToCore(ProbeExperiment):
         mine = self.mine(samples, metric="round_trip_ns")
         if mine.empty:
             return pd.DataFrame()
-        table = mine.groupby(["transport", "placement", "cpu_a", "cpu_b"]).value.median()
-        return table.rename("round_trip_ns").reset_index().astype({"cpu_a": int, "cpu_b": int})
+        # A pair's round trips a batch are part of its configuration: never pooled.
+        table = mine.groupby(["transport", "placement", "cpu_a", "cpu_b", "round_trips"]
+                             ).value.median()
+        return table.rename("round_trip_ns").reset_index().astype(
+            {"cpu_a": int, "cpu_b": int, "round_trips": int})
 
     def tables(self, samples: pd.DataFrame) -> dict[str, pd.DataFrame]:
         table = self.table(samples)

@@ -35,7 +35,8 @@ class NumaParams(EchoParams):
     placements: tuple[str, ...] = param(("cross-numa",), "where the server runs against "
                                         "the client", choices=lambda: PLACEMENTS)
     payload_bytes: tuple[int, ...] = param((64, 1024, 16384, 65536), "request and reply "
-                                           "size", "bytes", low=0)
+                                           "size (a 0-byte area has no page to place)",
+                                           "bytes", low=1)
     memory: tuple[str, ...] = param(SIDES, "whose node the shared area is bound to",
                                     choices=_sides, column="memory")
 

@@ -36,6 +36,7 @@ from harness.samples import select
 from servers.transports import PLACEMENTS
 
 NINES = (0.5, 0.9, 0.99, 0.999, 0.9999)  # the x axis' marks, as HdrHistogram plots them
+KEYS = ["transport", "placement", "payload_bytes", "round_trips"]  # one configuration
 SHOWN = {"p50_ns": "p50", "p90_ns": "p90", "p99_ns": "p99", "p999_ns": "p99.9",
          "p9999_ns": "p99.99"}
 
@@ -75,8 +76,7 @@ class Tail(ProbeExperiment):
         if mine.empty:
             return pd.DataFrame()
         rows = []
-        for (transport, placement, size), sub in mine.groupby(
-                ["transport", "placement", "payload_bytes"]):
+        for (transport, placement, size, round_trips), sub in mine.groupby(KEYS):
             merged = merged_histogram(sub)
             if merged is None:
                 continue
@@ -91,6 +91,7 @@ class Tail(ProbeExperiment):
 
             rows.append({
                 "transport": transport, "placement": placement, "payload_bytes": int(size),
+                "round_trips_per_batch": int(round_trips),
                 "round_trips": int(merged.get_total_count()),
                 **{name: float(merged.get_value_at_percentile(p))
                    for name, p in PERCENTILES.items()},
@@ -119,9 +120,10 @@ class Tail(ProbeExperiment):
     def plots(self, samples: pd.DataFrame, model: list[ModelRow],
               tables: dict[str, pd.DataFrame], folder: Path) -> list[Path]:
         mine = self.mine(samples)
+        several = mine.round_trips.nunique() > 1
         curves = {} if mine.empty else {
-            f"{t} {p} {s} B": h for (t, p, s), sub in mine.groupby(
-                ["transport", "placement", "payload_bytes"])
+            f"{t} {p} {s} B" + (f" ({n:g} a batch)" if several else ""): h
+            for (t, p, s, n), sub in mine.groupby(KEYS)
             if (h := merged_histogram(sub)) is not None}
         if not curves:
             return []

@@ -38,6 +38,11 @@ KIND_OF_TYPE: dict[type, str] = {str: TEXT, int: SIGNED_WHOLE, float: REAL, bool
 TYPE_OF_KIND = {kind: kind_type for kind_type, kind in KIND_OF_TYPE.items()}
 
 
+def parameter_kind(column: Column) -> str:
+    """The kind a shared format-1 column has as a parameter (optional text is text)."""
+    return TEXT if column.kind == OPTIONAL_TEXT else column.kind
+
+
 # The columns that name a case (Case's fields, less its parameters), in file order.
 IDENTITY = [Column("experiment", TEXT), Column("transport", TEXT),
             Column("placement", TEXT), Column("payload_bytes", WHOLE), Column("k", WHOLE)]

@@ -123,7 +123,7 @@ def _from_pyperf(path: Path) -> RunSamples:
     machine: dict[str, object] = {}
     for bench in suite.get_benchmarks():
         runs = [np.array(run.values) * 1e9 for run in bench.get_runs() if run.values]
-        values[bench.get_name()] = runs
+        values[runfolder.format1_name(bench.get_name())] = runs  # a format-1 run's too
         meta = bench.get_metadata()
         machine = machine or {k: meta[f"ipcbench_{k}"] for k in ("machine_id", *FINGERPRINT_KEYS)
                               if f"ipcbench_{k}" in meta}

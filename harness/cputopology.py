@@ -72,6 +72,7 @@ class Cpu:
 class Topology:
     cpus: dict[int, Cpu]
     usable: tuple[int, ...]  # the CPUs this process may run on (all, for a record)
+    known: bool = True  # False: sysfs was unreadable; only same-cpu and cross-cpu plan
 
     @classmethod
     def read(cls, files: Files, usable: Iterable[int] | None = None) -> Topology:
@@ -124,6 +125,9 @@ class Topology:
             raise ValueError(f"unknown placement {placement!r} (known: {', '.join(CLASSES)})")
         if placement == "same-cpu":
             return self.usable[0], [self.usable[0]]
+        if not self.known and placement != "cross-cpu":
+            raise Unavailable("no readable CPU topology here (sysfs): only same-cpu and "
+                              "cross-cpu can be placed")
         for client in self.usable:
             # Other cores' first threads before second ones: a chain spread over the
             # class puts one server per core before it doubles up on a core.
@@ -205,14 +209,20 @@ def sysfs_files(root: Path = SYSFS) -> Files:
 
 @cache
 def _sysfs() -> Topology:
-    return Topology.read(sysfs_files())
+    try:
+        return Topology.read(sysfs_files())
+    except (ValueError, OSError):  # no readable sysfs (some containers): CPUs, no shape
+        ids = sorted(os.sched_getaffinity(0))
+        return Topology({i: Cpu(i, 0, 0, i, (i,), -1, 0, 0) for i in ids}, tuple(ids),
+                        known=False)
 
 
 def this_machine() -> Topology:
     """The live machine's topology (sysfs read once per process), over the CPUs this
     process may use now (a worker, a pinned test and the runner each use other sets)."""
     every = _sysfs()
-    return Topology(every.cpus, tuple(sorted(set(every.cpus) & os.sched_getaffinity(0))))
+    return Topology(every.cpus, tuple(sorted(set(every.cpus) & os.sched_getaffinity(0))),
+                    every.known)
 
 
 def record(root: Path = SYSFS) -> str:

@@ -225,7 +225,8 @@ def series(path: Path, machine: str | None = None) -> pd.DataFrame:
         raise UsageError(f"history {path}: a median of run {table.run_id[bad].iloc[0]!r} is "
                          "not a number")
     table["median"] = pd.to_numeric(table["median"], errors="coerce")
-    table["name"] = table.name.map(format1_name)  # a file no run has written to since
+    current = {name: format1_name(name) for name in table.name.unique()}
+    table["name"] = table.name.map(current)  # a file no run has written to since
     if machine:
         table = table[table.machine_id == machine]
     return table.sort_values(["started", "run_id"]).reset_index(drop=True)

@@ -103,7 +103,12 @@ class Case:
 
 
 def _show(value: Value) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
+    """A parameter in a name: floats as repr writes them (no two share a name), a whole
+    float without its ".0" (rho=0.5, service_us=200)."""
+    if isinstance(value, float):
+        text = repr(value)
+        return text[:-2] if text.endswith(".0") else text
+    return str(value)
 
 
 @dataclass(frozen=True)

@@ -144,7 +144,8 @@ class RunData:
         return {f"ipcbench_{k}": str(v) for k, v in self.metadata.get("machine", {}).items()}
 
     def save(self, folder: Path) -> None:
-        self.metadata = {"format_version": runfolder.FORMAT_VERSION, **self.metadata,
+        # Saved as today's format, whatever format the run was loaded from.
+        self.metadata = {**self.metadata, "format_version": runfolder.FORMAT_VERSION,
                          "case_parameters": self.case_parameters()}
         self.results_frame().to_csv(folder / "results.csv", index=False)
         self.samples_frame().to_csv(folder / "samples.csv", index=False)

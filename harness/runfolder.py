@@ -16,8 +16,9 @@ import json
 import math
 import re
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -25,6 +26,9 @@ import pandas as pd
 from harness import columns as col
 from harness.errors import UsageError
 from harness.records import PROBE, Case
+
+if TYPE_CHECKING:
+    from harness.experiment import Experiment
 
 # The run folder's format. Raise it when a file changes shape, and teach ``read`` to
 # bring the older format up to date: a stored folder of every earlier format
@@ -123,9 +127,7 @@ def _from_format1(frame: pd.DataFrame) -> tuple[pd.DataFrame, Parameters]:
     (variant, level, seed; contention's iterations) into its declared ones
     (``Experiment.format1``). An experiment this installation does not know keeps what it
     set of them under their old names."""
-    from harness.experiment import load_experiments
-
-    experiments = load_experiments()
+    experiments = _experiments()
     frame = frame.copy()
     for column in [*col.CASE, *col.FORMAT1_SHARED]:  # older files lack the newer ones
         if column.name not in frame.columns and column.older is not None:
@@ -142,8 +144,8 @@ def _from_format1(frame: pd.DataFrame) -> tuple[pd.DataFrame, Parameters]:
         else:
             used = [c for c in col.FORMAT1_SHARED
                     if (frame.loc[rows, c.name].fillna(c.older) != c.older).any()]
-            mapping = {c.name: (c.name, TYPE_OF_KIND[c.kind]) for c in used}
-            kinds = {c.name: c.kind for c in used}
+            mapping = {c.name: (c.name, TYPE_OF_KIND[col.parameter_kind(c)]) for c in used}
+            kinds = {c.name: col.parameter_kind(c) for c in used}
         for old, (new, convert) in mapping.items():
             values = frame.loc[rows, old].map(convert)
             moved[new] = values if new not in moved else moved[new].combine_first(values)
@@ -163,11 +165,8 @@ def format1_name(name: str) -> str:
     (``faults/pipe/k2/mode=kill/crash_rate=5/1s/64B/m``); any other name as it is. History
     rows written before format 2 are read through this."""
     parts = name.split("/")
-    if len(parts) < 5 or not _K.fullmatch(parts[3]) or _K.fullmatch(parts[2]):
-        return name  # a timed case's name (or one already current)
-    from harness.experiment import load_experiments
-
-    experiment = load_experiments().get(parts[0])
+    if "=" in name or len(parts) < 5 or not _K.fullmatch(parts[3]) or _K.fullmatch(parts[2]):
+        return name  # a timed case's name, or one already current
     old: dict[str, Any] = {"variant": "" if parts[2] == "-" else parts[2], "level": 0.0,
                            "seed": 0, "iterations": 0}
     duration, payload = 0.0, 0
@@ -176,13 +175,15 @@ def format1_name(name: str) -> str:
             payload = int(token[:-1])
         elif token.endswith("s") and _NUMBER.fullmatch(token[:-1]):
             duration = float(token[:-1])
-        elif token[:1] in ("L", "s", "i") and _NUMBER.fullmatch(token[1:]):
-            key = {"L": "level", "s": "seed", "i": "iterations"}[token[0]]
-            old[key] = float(token[1:]) if key == "level" else int(token[1:])
+        elif token[:1] == "L" and _NUMBER.fullmatch(token[1:]):
+            old["level"] = float(token[1:])
+        elif token[:1] in ("s", "i") and _WHOLE.fullmatch(token[1:]):
+            old["seed" if token[0] == "s" else "iterations"] = int(token[1:])
         else:
             return name  # not a name format 1 wrote
+    experiment = _experiments().get(parts[0])
     mapping = experiment.format1 if experiment is not None else tuple(
-        (c.name, c.name, col.TYPE_OF_KIND[c.kind]) for c in col.FORMAT1_SHARED
+        (c.name, c.name, col.TYPE_OF_KIND[col.parameter_kind(c)]) for c in col.FORMAT1_SHARED
         if old[c.name] != c.older)
     params = tuple((new, convert(old[before])) for before, new, convert in mapping)
     if experiment is not None:  # in the order the experiment declares them
@@ -196,6 +197,14 @@ def format1_name(name: str) -> str:
 
 
 _K = re.compile(r"k\d+")
+_WHOLE = re.compile(r"-?\d+")
+
+
+@cache
+def _experiments() -> dict[str, Experiment]:
+    from harness.experiment import load_experiments  # bench's: only old names need them
+
+    return load_experiments()
 _NUMBER = re.compile(r"-?\d+(\.\d*)?(e[-+]?\d+)?")
 
 
@@ -207,6 +216,8 @@ def _tidy(frame: pd.DataFrame) -> pd.DataFrame:
             frame[column.name] = frame[column.name].astype(object).fillna("").astype(str)
     if "unit" in frame.columns:
         frame.loc[frame.unit == "", "unit"] = "ns"
+    if "value" in frame.columns and "disturbed" not in frame.columns:
+        frame["disturbed"] = False  # samples from before batch records: none set aside
     if "disturbed" in frame.columns:
         frame["disturbed"] = frame.disturbed.fillna(False).astype(bool)
     return frame

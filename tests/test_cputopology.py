@@ -115,3 +115,18 @@ def test_the_command_prints_a_recorded_shape_and_refuses_a_bad_file(tmp_path):
     done = ipcbench("topology", "--record", str(record))
     assert done.returncode == 0, done.stderr
     assert Topology.from_record(record.read_text()).cpus == cputopology.this_machine().cpus
+
+
+def test_without_sysfs_only_same_cpu_and_cross_cpu_are_placed(monkeypatch, tmp_path):
+    real = cputopology.sysfs_files
+    monkeypatch.setattr(cputopology, "sysfs_files", lambda: real(tmp_path))  # an empty tree
+    cputopology._sysfs.cache_clear()
+    try:
+        machine = cputopology.this_machine()
+        assert not machine.known and machine.plan("same-cpu")[0] in machine.usable
+        if len(machine.usable) > 1:
+            assert machine.plan("cross-cpu")[1]
+        with pytest.raises(Unavailable, match="no readable CPU topology"):
+            machine.plan("same-llc")
+    finally:
+        cputopology._sysfs.cache_clear()

@@ -115,3 +115,19 @@ def test_a_format_1_history_is_renamed_to_today_s_names(tmp_path):
     version = db.execute("PRAGMA user_version").fetchone()[0]
     db.close()
     assert stored == sorted(today) and version == history.NAMES_VERSION
+
+
+def test_names_stay_apart_and_old_names_of_unknown_experiments_still_read():
+    """Floats name exactly (two close rhos are two cases); a format-1 name of an
+    experiment this installation does not know keeps its shared values by name."""
+    from harness.records import Case
+    from harness.runfolder import format1_name
+
+    a, b = (Case("x", "shm", "same-cpu", 0, topology="probe", metric="m",
+                 params=(("rho", r),)) for r in (0.1234561, 0.1234564))
+    assert a.name != b.name
+    assert "rho=0.5/" in Case("x", "shm", "same-cpu", 0, topology="probe", metric="m",
+                              params=(("rho", 0.5),)).name
+    assert format1_name("gone/pipe/fast/k2/L0.5/m") == "gone/pipe/k2/variant=fast/level=0.5/m"
+    assert format1_name("tail/pipe/cross-cpu/k1/round_trips=500/64B/p99_ns") == \
+        "tail/pipe/cross-cpu/k1/round_trips=500/64B/p99_ns"
