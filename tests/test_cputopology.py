@@ -32,6 +32,11 @@ EXPECTED = {
         "same-cpu": (0, [0]), "smt-sibling": (0, [4]), "same-llc": (0, [1, 2, 3, 5, 6, 7]),
         "cross-llc": "one last-level cache", "cross-package": "one package",
         "cross-numa": "one NUMA node", "cross-cpu": (0, [1, 2, 3, 4, 5, 6, 7])},
+    "xeon-4s-interleaved": {  # CPUs numbered round-robin over the sockets
+        "same-cpu": (0, [0]), "smt-sibling": (0, [8]), "same-llc": (0, [4, 12]),
+        "cross-llc": "one last-level cache", "cross-package": (0, [1, 2, 3, 5, 6, 7, 9, 10,
+                                                                   11, 13, 14, 15]),
+        "cross-numa": "one NUMA node", "cross-cpu": (0, [*range(1, 8), *range(8, 16)])},
     "kvm-2vcpu": {
         "same-cpu": (0, [0]), "smt-sibling": "no usable CPU has an SMT sibling",
         "same-llc": (0, [1]), "cross-llc": "one last-level cache",

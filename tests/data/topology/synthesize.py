@@ -1,10 +1,10 @@
-"""Writes the sysfs trees of three machine shapes as ``ipcbench topology --record`` would.
+"""Writes the sysfs trees of four machine shapes as ``ipcbench topology --record`` would.
 
 No such machine was at hand; each tree follows the numbering Linux gives that shape (see
 each function), so the planner is tested on the CPU ids a user would really see. A tree
 recorded on a real machine (``ipcbench topology --record FILE``) can sit beside them.
 
-    python tests/data/topology/synthesize.py   # rewrites the three .txt files here
+    python tests/data/topology/synthesize.py   # rewrites the four .txt files here
 """
 
 from __future__ import annotations
@@ -79,6 +79,22 @@ def amd_epyc() -> str:
     return tree("AMD EPYC 7313P, 4 CCX of 4 cores, SMT on, NPS1", cpus, {0: list(cpus)})
 
 
+def xeon_four_socket_interleaved() -> str:
+    """4 x Xeon 2.60 GHz (2 cores, 2 threads each), numbered round-robin over the sockets
+    (0, 1, 2, 3 are four packages; a core's sibling is +8) and one NUMA node, as hwloc's
+    recording of such a machine shows it (tests/hwloc/linux/16em64t-4s2c2t.output)."""
+    cpus = {}
+    for package in range(4):
+        for core in range(2):
+            first = package + 4 * core
+            for cpu in (first, first + 8):
+                cpus[cpu] = {"package": package, "die": 0, "core_id": core,
+                             "threads": [first, first + 8], "l2": [first, first + 8],
+                             "l3": [package, package + 4, package + 8, package + 12]}
+    return tree("4-socket Xeon, CPUs numbered round-robin over sockets, SMT on, one node",
+                cpus, {0: list(cpus)})
+
+
 def desktop() -> str:
     """Core i7-7700 (4 cores, 8 threads, one L3): threads 0-3, their siblings 4-7."""
     cpus = {}
@@ -92,5 +108,6 @@ def desktop() -> str:
 
 if __name__ == "__main__":
     for name, text in (("intel-2s-smt", intel_two_socket()), ("amd-epyc-4ccx", amd_epyc()),
-                       ("desktop-1llc", desktop())):
+                       ("desktop-1llc", desktop()),
+                       ("xeon-4s-interleaved", xeon_four_socket_interleaved())):
         (HERE / f"{name}.txt").write_text(text)
