@@ -1,9 +1,12 @@
 """Which NUMA node a shared area's pages live on: mbind(2) and get_mempolicy(2).
 
-No maintained Python binding covers mbind on a buffer (numactl binds whole processes),
-so this calls the two system calls through ctypes. ``bind`` sets MPOL_BIND to one node
-on the pages under a buffer and moves the ones already there (MPOL_MF_MOVE); on a
-shared mapping the policy belongs to the shared object, so both processes see it.
+No maintained Python binding places one buffer (py-libnuma, last released in 2021, and
+numactl set a whole process's policy), so this calls the two system calls through
+ctypes. ``bind`` sets MPOL_BIND to one node on the pages under a buffer and moves the
+ones already there (MPOL_MF_MOVE). shm's area is tmpfs memory (/dev/shm), which keeps
+the policy with the shared object (the kernel's shmem_set_policy), so both processes'
+faults follow it; mbind(2)'s caveat that MAP_SHARED mappings ignore it is about
+file-backed ones.
 """
 
 from __future__ import annotations
