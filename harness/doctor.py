@@ -18,6 +18,7 @@ from harness.ipcnames import SHM_DIR, pid_alive, runner_pid, scratch_root, state
 from harness.metadata import virtualization
 from harness.names import PREFIX
 from harness.records import PROBE
+from servers.transports import TRANSPORTS
 from servers.transports.mq import QUEUE_DEPTH, MqLimits
 from servers.transports.pipe import pipe_max_size
 
@@ -103,6 +104,18 @@ def check_pipes() -> Finding:
     return Finding(OK, "pipes", f"pipe-max-size {pipe_max_size()} B")
 
 
+def check_transport_limits() -> Finding:
+    """The largest frame each transport carries here, as it reads its limits."""
+    limits = []
+    for name, transport in TRANSPORTS.items():
+        if not transport.in_process:
+            try:
+                limits.append(f"{name} {transport.max_payload():,} B")
+            except OSError as exc:
+                limits.append(f"{name} unreadable ({exc.strerror})")
+    return Finding(OK, "frame limits", ", ".join(limits))
+
+
 def check_leftovers() -> Finding:
     objects = [p.name for p in SHM_DIR.iterdir() if PREFIX in p.name]
     journals = [p.name for folder in (state_dir(), scratch_root())  # and scratch folders
@@ -140,7 +153,7 @@ def pyperf_system() -> list[Finding]:
 
 
 CHECKS = (check_virtualization, check_governor, check_isolation, check_load, check_mq,
-          check_shm, check_pipes, check_open_files, check_leftovers)
+          check_shm, check_pipes, check_transport_limits, check_open_files, check_leftovers)
 NOISE_SUITES = ("quick", "default")
 
 

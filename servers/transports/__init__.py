@@ -28,6 +28,8 @@ MODULES = {
     "shm": "servers.transports.shm:ShmTransport",
     "shm-spin": "servers.transports.shm_spin:SpinTransport",
     "uds": "servers.transports.uds:UdsTransport",
+    "socketpair": "servers.transports.seqpacket:SeqpacketTransport",
+    "tcp": "servers.transports.tcp:TcpTransport",
 }
 
 # Where a server runs against its client (harness.cputopology resolves each to CPUs):
