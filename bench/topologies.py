@@ -142,7 +142,7 @@ def loopback(case: Case, sup: Supervisor) -> Setup:
 
 
 def _touching(receive: Recv, touch: Callable[[int], object]) -> Recv:
-    def recv() -> Buffer:
+    def recv() -> object:
         token = receive()
         touch(1)
         return token

@@ -30,6 +30,7 @@ MODULES = {
     "uds": "servers.transports.uds:UdsTransport",
     "socketpair": "servers.transports.seqpacket:SeqpacketTransport",
     "tcp": "servers.transports.tcp:TcpTransport",
+    "eventfd": "servers.transports.eventfd:EventfdTransport",
 }
 
 # Where a server runs against its client (harness.cputopology resolves each to CPUs):

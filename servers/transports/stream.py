@@ -57,7 +57,7 @@ class StreamChannel(Channel):
     def prepare(self, data: Buffer) -> Buffer:
         return data if self.payload else self._token
 
-    def _atomic_ops(self) -> tuple[Send, Recv] | None:
+    def _atomic_ops(self) -> tuple[Send, Callable[[], bytes]] | None:
         """Bound builtins, no Python frame per message, where one read gets one frame."""
         if self._wire <= ATOMIC_FRAME:
             return partial(os.write, self._wfd), partial(os.read, self._rfd, self._wire)
