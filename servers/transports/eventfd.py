@@ -26,30 +26,17 @@ from servers.transports.base import (
     close_fds,
     create_new,
 )
-from servers.transports.shm import SharedArea, shm_capacity
+from servers.transports.shm import AreaChannel, SharedArea, shm_capacity
 
 
-class EventfdChannel(Channel):
+class EventfdChannel(AreaChannel):
     def __init__(self, area: memoryview, ring: int, wait: int, timeout: float) -> None:
-        self.payload = len(area)
-        self._area = area
-        self._ring = partial(os.eventfd_write, ring, 1)
+        super().__init__(area, partial(os.eventfd_write, ring, 1))
+        self._ring_fd = ring
         self._wait = wait
         self._poll = select.poll()
         self._poll.register(wait, select.POLLIN)
         self._timeout_ms = int(timeout * 1000)
-
-    def prepare(self, data: Buffer) -> Buffer:
-        self._area[:] = data
-        return self._area
-
-    def shared_memory(self) -> memoryview:
-        return self._area
-
-    def send(self, data: Buffer) -> None:
-        if data is not self._area:
-            self._area[:] = data
-        self._ring()
 
     def recv(self) -> Buffer:
         if not self._poll.poll(self._timeout_ms):
@@ -65,7 +52,7 @@ class EventfdChannel(Channel):
     def close(self) -> None:
         if self._wait >= 0:  # the channel owns its two eventfds
             self._poll.unregister(self._wait)
-            close_fds(self._wait, self._ring.args[0])
+            close_fds(self._wait, self._ring_fd)
             self._wait = -1
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import mmap
 import os
+from collections.abc import Callable
 from functools import partial
 
 import posix_ipc
@@ -51,17 +52,14 @@ def doorbell(name: str) -> posix_ipc.Semaphore:
     return sem
 
 
-class ShmChannel(Channel):
-    def __init__(
-        self, area: memoryview, ring: posix_ipc.Semaphore, wait: posix_ipc.Semaphore,
-        timeout: float,
-    ) -> None:
+class AreaChannel(Channel):
+    """The frame in one shared area, and a doorbell: ``send`` writes the area (unless the
+    message is built there already) and rings; the subclass says what a ring is."""
+
+    def __init__(self, area: memoryview, ring: Callable[[], object]) -> None:
         self.payload = len(area)
         self._area = area
-        self._ring = ring.release
-        self._wait = wait.acquire
-        self._sems = (ring, wait)
-        self._timeout = timeout
+        self._ring = ring
 
     def prepare(self, data: Buffer) -> Buffer:
         self._area[:] = data
@@ -74,6 +72,17 @@ class ShmChannel(Channel):
         if data is not self._area:
             self._area[:] = data
         self._ring()
+
+
+class ShmChannel(AreaChannel):
+    def __init__(
+        self, area: memoryview, ring: posix_ipc.Semaphore, wait: posix_ipc.Semaphore,
+        timeout: float,
+    ) -> None:
+        super().__init__(area, ring.release)
+        self._wait = wait.acquire
+        self._sems = (ring, wait)
+        self._timeout = timeout
 
     def recv(self) -> Buffer:
         try:
