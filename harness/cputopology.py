@@ -24,11 +24,10 @@ import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
 
 from servers.transports import PLACEMENTS
 
-SYSFS = Path("/sys/devices/system")
+SYSFS = "/sys/devices/system"  # a str: every worker imports this module, and pathlib costs ms
 CLASSES = PLACEMENTS
 RECORD_HEADER = "# ipcbench topology record (paths under /sys/devices/system)"
 Files = Callable[[str], "str | None"]
@@ -198,10 +197,11 @@ def _last_level_cache(files: Files, base: str) -> tuple[list[int], int]:
     return best
 
 
-def sysfs_files(root: Path = SYSFS) -> Files:
+def sysfs_files(root: str | os.PathLike[str] = SYSFS) -> Files:
     def read(path: str) -> str | None:
         try:
-            return (root / path).read_text().strip()
+            with open(os.path.join(root, path)) as file:
+                return file.read().strip()
         except OSError:
             return None
     return read
@@ -225,7 +225,7 @@ def this_machine() -> Topology:
                     every.known)
 
 
-def record(root: Path = SYSFS) -> str:
+def record(root: str | os.PathLike[str] = SYSFS) -> str:
     """The files the reader uses, as text: ``path<TAB>content`` per line."""
     read = sysfs_files(root)
     lines = [RECORD_HEADER]

@@ -17,7 +17,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import FrameType
 
-from harness.cputopology import this_machine
 from harness.names import NameSource
 from servers.echo import serve
 from servers.process import ServerSetup, run_server
@@ -44,6 +43,11 @@ class ServerStartError(RuntimeError):
 def cpu_plan(placement: str) -> tuple[int, list[int]]:
     """(client CPU, server CPUs) for a placement class, from the CPUs we may use; its
     servers take those in turn (``harness.cputopology``). ValueError when there are none."""
+    if placement == "same-cpu":  # most cases: no topology to import or read from sysfs
+        cpu = min(os.sched_getaffinity(0))
+        return cpu, [cpu]
+    from harness.cputopology import this_machine  # what the other classes need
+
     return this_machine().plan(placement)
 
 

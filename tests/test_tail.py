@@ -69,8 +69,9 @@ def test_a_real_worker_times_every_round_trip_and_leaves_nothing(transport):
     assert {p.name for p in SHM_DIR.iterdir()} <= before
 
 
-def test_the_clock_s_own_cost_is_small_and_positive():
-    assert 0 < clock_cost_ns(1001) < 10_000
+def test_the_clock_s_own_cost_is_a_positive_count_of_ns():
+    cost = clock_cost_ns(1001)
+    assert cost > 0 and cost == int(cost)  # the median of 1001 whole-ns gaps
 
 
 def test_plan_names_placement_and_skips_what_the_machine_lacks(monkeypatch):
