@@ -37,6 +37,7 @@ from harness.ipcnames import (
     state_dir,
 )
 from harness.names import PREFIX, read_journal
+from servers.transports import sysv
 from servers.transports.base import Kind
 
 WORKER_MODULE = "harness.worker"
@@ -150,7 +151,7 @@ def _sweep(wanted: _Runs, dry_run: bool) -> SweepReport:
     state = state_dir()
     for journal in state.glob(f"{glob}*names"):
         if _ours(journal, stat.S_ISREG) and wanted(journal.name):
-            report.removed += _unlink_journaled_queues(journal, dry_run)
+            report.removed += _remove_journaled(journal, dry_run)
             if not dry_run:
                 journal.unlink(missing_ok=True)
     # A live run removes its own unfinished folder; these are of runs that are gone.
@@ -186,19 +187,33 @@ def _removable_stage(noted: StageRecord, record_name: str) -> bool:
         (not writable_by_others or bool(parent.st_mode & stat.S_ISVTX))
 
 
-def _unlink_journaled_queues(journal: Path, dry_run: bool) -> list[str]:
+def _remove_journaled(journal: Path, dry_run: bool) -> list[str]:
     text = read_private(journal)
     if text is None:
         return []
     run = "/" + journal.name.removesuffix("names")
     removed = []
+    sysv_keys: dict[str, set[int]] = {}
     for kind, name in read_journal(text):
-        # shm and semaphores show up in /dev/shm and were swept there; a journal speaks
-        # only for its own run's queues.
-        if kind != Kind.MQ or not name.startswith(run) or "/" in name[1:]:
+        # shm and semaphores show up in /dev/shm and were swept there, folders in the
+        # temp dir; a journal speaks only for its own run's queues and SysV objects.
+        if not name.startswith(run) or "/" in name[1:]:
             continue
-        if _queue_ours(name) and (dry_run or _unlink_queue(name)):
+        if kind == Kind.MQ and _queue_ours(name) and (dry_run or _unlink_queue(name)):
             removed.append(f"mq:{name}")
+        elif kind in sysv.PROC_TABLES:
+            sysv_keys.setdefault(kind, set()).add(sysv.key_of(name))
+    return removed + _remove_sysv(sysv_keys, dry_run)
+
+
+def _remove_sysv(keys: dict[str, set[int]], dry_run: bool) -> list[str]:
+    """The SysV objects of ours whose keys the journal's names give, found where ``ipcs``
+    finds them and removed by id."""
+    removed = []
+    for kind, wanted in keys.items():
+        for key, ident, uid in sysv.listed(kind):
+            if key in wanted and uid == os.geteuid() and (dry_run or sysv.remove(kind, ident)):
+                removed.append(f"{kind}:{key:#010x} (id {ident})")
     return removed
 
 

@@ -69,6 +69,7 @@ class Supervisor:
     servers: list[Server] = field(default_factory=list)
     channels: list[Channel] = field(default_factory=list)
     _links: list[Link] = field(default_factory=list)
+    _created: list[Link] = field(default_factory=list)  # destroyed once the servers are gone
     _execed: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -96,6 +97,7 @@ class Supervisor:
         """A link whose ends are handed out later (rings); closed by ``stop``."""
         link = transport.open(self.names, payload, self.timeout)
         self._links.append(link)
+        self._created.append(link)
         return link
 
     def start(
@@ -113,6 +115,7 @@ class Supervisor:
             link.attach(make_handler())
             return self._keep(link.client())
         self._links.append(link)
+        self._created.append(link)
 
         def body() -> Callable[[], None]:
             channel, handler = link.server(), make_handler()
@@ -149,6 +152,7 @@ class Supervisor:
 
     def _in_child(self, body: Callable[[], Callable[[], None]], handoff: Sequence[Channel],
                   keep_links: Sequence[Link]) -> Callable[[], None]:
+        self._created = []  # the parent destroys them, once this server is gone
         for channel in self.channels:
             if channel not in handoff:
                 channel.close()
@@ -267,6 +271,9 @@ class Supervisor:
         self._links.clear()
         self._kill(self.pids)
         self.servers.clear()
+        for link in self._created:  # SysV objects outlive every handle: removed by id
+            link.destroy()
+        self._created.clear()
         for proc in self._execed:
             proc.returncode = proc.returncode if proc.returncode is not None else -9  # reaped
         self._execed.clear()

@@ -9,7 +9,8 @@ import pytest
 
 from harness.cleanup import cleanup, stray_processes, sweep
 from harness.ipcnames import SHM_DIR, pid_alive, runner_pid
-from harness.names import PREFIX, NameSource, new_run_prefix
+from harness.names import PREFIX, NameSource, new_run_prefix, read_journal
+from servers.transports import sysv
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -61,7 +62,24 @@ def names(tmp_path: Path) -> Iterator[NameSource]:
     yield source
     leaked = shm_objects(prefix)
     sweep(prefix)
+    sysv_leaked = sysv_objects(tmp_path / "journal", remove=True)
     assert not leaked, f"IPC objects left in /dev/shm: {leaked}"
+    assert not sysv_leaked, f"SysV objects left (ipcs): {sysv_leaked}"
+
+
+def sysv_objects(journal: Path, remove: bool = False) -> list[str]:
+    """The SysV objects (as ``ipcs`` lists them) whose keys the journal's names give."""
+    keys = {(kind, sysv.key_of(name)) for kind, name in
+            (read_journal(journal.read_text()) if journal.exists() else [])
+            if kind in sysv.PROC_TABLES}
+    found = []
+    for kind in sysv.PROC_TABLES:
+        for key, ident, _uid in sysv.listed(kind):
+            if (kind, key) in keys:
+                found.append(f"{kind} key {key:#x} id {ident}")
+                if remove:
+                    sysv.remove(kind, ident)
+    return found
 
 
 @pytest.fixture

@@ -18,10 +18,14 @@ import pandas as pd
 import posix_ipc
 import psutil
 import pytest
+import sysv_ipc
 
 from harness.cleanup import stray_processes
 from harness.ipcnames import SHM_DIR, journal_path, scratch_root
+from servers.transports import sysv
+from servers.transports.base import Kind
 
+from .conftest import sysv_objects
 from .helpers import TINY_SUITE, ipcbench, sigint_as_a_terminal_sends_it, write_suite
 
 DESIGN_RESULT_COLUMNS = [
@@ -240,7 +244,14 @@ def test_kill_9_then_cleanup_leaves_nothing(tmp_path, slow_run):
     queue_name = f"/{prefix}0-2-mq-c2s"
     posix_ipc.MessageQueue(queue_name, posix_ipc.O_CREX, mode=0o600, max_messages=2,
                            max_message_size=64).close()
-    journal_path(prefix).write_text(f"mq {queue_name}\n")
+    # SysV objects under keys of journaled names, as a SIGKILLed sysv-mq or sysv-sem
+    # link leaves them (they cannot be removed early):
+    sysv_names = {Kind.SYSV_MSG: f"/{prefix}0-3-c2s", Kind.SYSV_SEM: f"/{prefix}0-4-s2c"}
+    sysv_ipc.MessageQueue(sysv.key_of(sysv_names[Kind.SYSV_MSG]), sysv_ipc.IPC_CREX, 0o600)
+    sysv_ipc.Semaphore(sysv.key_of(sysv_names[Kind.SYSV_SEM]), sysv_ipc.IPC_CREX, 0o600)
+    journal_path(prefix).write_text(f"mq {queue_name}\n" + "".join(
+        f"{kind} {name}\n" for kind, name in sysv_names.items()))
+    assert len(sysv_objects(journal_path(prefix))) == 2
     # A probe's scratch folder (NameSource.scratch), as a SIGKILLed worker leaves it:
     folder = Path(tempfile.mkdtemp(prefix=f"{prefix}0-layers-", dir=scratch_root()))
     (folder / "device").write_bytes(b"x" * 4096)
@@ -251,6 +262,9 @@ def test_kill_9_then_cleanup_leaves_nothing(tmp_path, slow_run):
     with pytest.raises(posix_ipc.ExistentialError):
         posix_ipc.MessageQueue(queue_name)
     assert queue_name.lstrip("/") in done.stdout
+    for kind, name in sysv_names.items():
+        key = sysv.key_of(name)
+        assert all(k != key for k, _, _ in sysv.listed(kind)), f"{kind} {name} left"
     assert not journal_path(prefix).exists()
     assert not stage.exists(), "the unfinished run folder is removed too"
     assert not folder.exists(), "and a probe's scratch folder"

@@ -31,6 +31,15 @@ MODULES = {
     "socketpair": "servers.transports.seqpacket:SeqpacketTransport",
     "tcp": "servers.transports.tcp:TcpTransport",
     "eventfd": "servers.transports.eventfd:EventfdTransport",
+    "fifo": "servers.transports.fifo:FifoTransport",
+    "udp": "servers.transports.udp:UdpTransport",
+    "futex": "servers.transports.futex:FutexTransport",
+    "signal": "servers.transports.rtsignal:SignalTransport",
+    "sysv-mq": "servers.transports.sysv_mq:SysvMqTransport",
+    "sysv-sem": "servers.transports.sysv_sem:SysvSemTransport",
+    "mp-pipe": "servers.transports.mp:MpPipeTransport",
+    "mp-queue": "servers.transports.mp:MpQueueTransport",
+    "zmq": "servers.transports.zeromq:ZmqTransport",
 }
 
 # Where a server runs against its client (harness.cputopology resolves each to CPUs):

@@ -33,9 +33,15 @@ class Kind:
     SHM = "shm"  # POSIX shared memory: /dev/shm/NAME
     SEM = "sem"  # POSIX named semaphore: /dev/shm/sem.NAME
     MQ = "mq"  # POSIX message queue: found again through the journal alone
+    DIR = "dir"  # a private folder in the temp dir (fifos, zmq's ipc:// endpoints)
+    # SysV objects have keys, not names: the key is derived from the journaled name
+    # (servers.transports.sysv.key_of), and cleanup finds it in /proc/sysvipc.
+    SYSV_MSG = "sysv-msg"
+    SYSV_SEM = "sysv-sem"
+    SYSV_SHM = "sysv-shm"
 
 
-KINDS = (Kind.SHM, Kind.SEM, Kind.MQ)
+KINDS = (Kind.SHM, Kind.SEM, Kind.MQ, Kind.DIR, Kind.SYSV_MSG, Kind.SYSV_SEM, Kind.SYSV_SHM)
 # names(kind, tag): a fresh name under the run prefix, journaled with its kind first.
 Names = Callable[[str, str], str]
 
@@ -125,6 +131,11 @@ class Link(ABC):
     def close(self) -> None:
         """Release whatever this process still holds of the link."""
 
+    def destroy(self) -> None:
+        """Remove kernel objects that no close removes (SysV keys outlive every handle).
+        The creator calls it once every process that used the link is gone."""
+        return None  # most transports: close released everything
+
 
 class Transport(ABC):
     """A way for a client to reach a server. One subclass per file, one registry entry."""
@@ -161,6 +172,25 @@ def create_new(names: Names, kind: str, tag: str, make: Callable[[str], T],
         except taken:
             continue
     return make(names(kind, tag))
+
+
+def private_folder(names: Names, tag: str) -> str:
+    """A fresh 0700 folder in the temp dir named under the run prefix (the sweep removes
+    it after a SIGKILL): where named objects live that no other user may open."""
+    import tempfile  # only the transports that need a folder pay for it
+
+    def make(name: str) -> str:
+        path = os.path.join(tempfile.gettempdir(), name.lstrip("/"))
+        os.mkdir(path, 0o700)
+        return path
+
+    return create_new(names, Kind.DIR, tag, make)
+
+
+def remove_folder(path: str) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def close_fds(*fds: int) -> None:

@@ -27,11 +27,13 @@ class PipeLink(Link):
     (fixed frames here, the storage stack's variable frames in ``servers.layers``)."""
 
     def __init__(self, payload: int, channel: ChannelOver = StreamChannel,
-                 resize_required: bool = True) -> None:
+                 resize_required: bool = True,
+                 pipes: tuple[tuple[int, int], tuple[int, int]] | None = None) -> None:
+        """``pipes``: the (read, write) fds of client-to-server and server-to-client, if
+        not two fresh anonymous pipes (a fifo's ends)."""
         self._payload = payload
         self._channel = channel
-        self._c2s = os.pipe()
-        self._s2c = os.pipe()
+        self._c2s, self._s2c = pipes or (os.pipe(), os.pipe())
         if payload > DEFAULT_PIPE_SIZE:
             # Without a bigger buffer a large frame crosses in 64 KiB chunks,
             # each a wake-up: that would measure chunking, not copying.

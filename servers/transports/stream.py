@@ -38,7 +38,7 @@ class StreamChannel(Channel):
                     view = view[os.write(self._wfd, view) :]
         except BlockingIOError:
             raise PeerTimeout(f"send blocked longer than the timeout on fd {self._wfd}") from None
-        except (BrokenPipeError, ConnectionResetError):
+        except (BrokenPipeError, ConnectionResetError, ConnectionRefusedError):
             raise PeerGone("peer closed its end") from None
 
     def recv(self) -> Buffer:
@@ -50,7 +50,7 @@ class StreamChannel(Channel):
                 got += n
         except BlockingIOError:
             raise PeerTimeout(f"no message within the timeout on fd {self._rfd}") from None
-        except ConnectionResetError:
+        except (ConnectionResetError, ConnectionRefusedError):  # refused: udp's closed port
             raise PeerGone("peer reset the connection") from None
         return self._frame
 
@@ -93,7 +93,7 @@ class StreamChannel(Channel):
                 write(handler(request))
         except BlockingIOError:
             raise PeerTimeout("no request within the timeout") from None
-        except (BrokenPipeError, ConnectionResetError):
+        except (BrokenPipeError, ConnectionResetError, ConnectionRefusedError):
             raise PeerGone("peer closed its end") from None
         raise PeerGone("peer closed its end (EOF)")
 

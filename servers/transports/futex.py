@@ -1,0 +1,153 @@
+"""``futex``: shared memory holding the frame, and a futex word per direction as the
+doorbell: FUTEX_WAKE and FUTEX_WAIT through libc's ``syscall``, by ctypes.
+
+Python has no futex call and no maintained binding offers one, so each ring and each
+wait is a ctypes foreign call: its own cost (``ipcbench doctor`` measures it) is part
+of what this transport measures. The words are shared between processes, so the calls
+are not FUTEX_PRIVATE. A ring always makes the wake call, waiter or not, as the native
+reference does.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import mmap
+import platform
+from collections.abc import Callable
+from functools import partial
+
+import posix_ipc
+
+from servers.transports.base import (
+    Buffer,
+    Channel,
+    Kind,
+    Link,
+    Names,
+    PeerTimeout,
+    Placement,
+    Recv,
+    Send,
+    Transport,
+    create_new,
+)
+from servers.transports.shm import AreaChannel, SharedArea, shm_capacity
+
+SYS_FUTEX = {"x86_64": 202, "aarch64": 98, "riscv64": 98, "ppc64le": 221, "s390x": 238}
+FUTEX_WAIT, FUTEX_WAKE = 0, 1
+HEADER = 8  # two 32-bit futex words ahead of the frame: [to server, to client]
+Syscall = Callable[..., int]
+
+
+class Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+def futex_syscall() -> Syscall | None:
+    """``syscall(SYS_futex, ...)`` as a Python callable; None where the number is unknown."""
+    number = SYS_FUTEX.get(platform.machine())
+    if number is None:
+        return None
+    call = ctypes.CDLL(None, use_errno=True).syscall
+    call.restype = ctypes.c_long
+    # syscall() reads every argument as a long: an int passed as a C int would leave the
+    # register's upper half undefined, and an address would be cut to 32 bits.
+    word, pointer = ctypes.c_long, ctypes.c_void_p
+    call.argtypes = [word, pointer, word, word, pointer, pointer, word]
+    return partial(call, number)
+
+
+class Doorbell:
+    """One futex word: ``ring`` sets it and wakes the waiter; ``wait`` sleeps while it is
+    0, then clears it. Strict ping-pong: one ringer, one waiter, one ring pending at most."""
+
+    def __init__(self, area: mmap.mmap, offset: int, syscall: Syscall, timeout: float) -> None:
+        self._word = ctypes.c_uint32.from_buffer(area, offset)
+        address = ctypes.addressof(self._word)
+        self._wake = partial(syscall, address, FUTEX_WAKE, 1, None, None, 0)
+        self._sleep = partial(syscall, address, FUTEX_WAIT, 0)
+        whole, part = divmod(timeout, 1.0)
+        self._timeout = Timespec(int(whole), int(part * 1e9))
+
+    def ring(self) -> None:
+        self._word.value = 1
+        self._wake()
+
+    def wait(self) -> None:
+        word, sleep = self._word, self._sleep
+        while not word.value:  # EAGAIN (rung already), EINTR, a spurious wake: look again
+            if sleep(None, None, 0) == -1 and ctypes.get_errno() == errno.EINVAL:
+                raise OSError(errno.EINVAL, "futex wait refused")
+        word.value = 0
+
+    def wait_checked(self) -> None:
+        word, sleep, timeout = self._word, self._sleep, ctypes.addressof(self._timeout)
+        while not word.value:
+            if sleep(timeout, None, 0) == -1 and ctypes.get_errno() == errno.ETIMEDOUT:
+                raise PeerTimeout("no doorbell within the timeout (a futex gives no EOF)")
+        word.value = 0
+
+    def release(self) -> None:
+        del self._word  # the mapping cannot close while a ctypes view holds it
+
+
+class FutexChannel(AreaChannel):
+    def __init__(self, area: memoryview, ring: Doorbell, wait: Doorbell) -> None:
+        super().__init__(area, ring.ring)
+        self._doorbells = (ring, wait)
+        self._wait = wait
+
+    def recv(self) -> Buffer:
+        self._wait.wait_checked()
+        return self._area
+
+    def timed_ops(self) -> tuple[Send, Recv | None]:
+        return self.send, self._wait.wait  # the batch watchdog ends a wait on a dead peer
+
+    def close(self) -> None:
+        for doorbell in self._doorbells:
+            doorbell.release()
+
+
+class FutexLink(Link):
+    def __init__(self, names: Names, payload: int, timeout: float, syscall: Syscall) -> None:
+        self._payload, self._timeout, self._syscall = payload, timeout, syscall
+        self._area = create_new(names, Kind.SHM, "area",
+                                partial(SharedArea, size=HEADER + payload),
+                                posix_ipc.ExistentialError)
+
+    def _channel(self, ring_at: int, wait_at: int) -> Channel:
+        bell = partial(Doorbell, self._area.map, syscall=self._syscall, timeout=self._timeout)
+        frame = memoryview(self._area.map)[HEADER : HEADER + self._payload]
+        return FutexChannel(frame, bell(ring_at), bell(wait_at))
+
+    def client(self) -> Channel:
+        return self._channel(0, 4)
+
+    def server(self) -> Channel:
+        return self._channel(4, 0)
+
+    def loopback(self) -> tuple[Channel, Channel]:
+        return self.client(), self.server()
+
+    def close(self) -> None:
+        self._area.close()
+
+
+class FutexTransport(Transport):
+    name = "futex"
+
+    def max_payload(self) -> int:
+        return shm_capacity() - HEADER
+
+    def refuse(self, payload: int, placement: Placement, links: int = 1) -> str | None:
+        if futex_syscall() is None:
+            return f"no futex syscall number known for {platform.machine()}"
+        return super().refuse(payload, placement, links)
+
+    def open(self, names: Names, payload: int, timeout: float) -> Link:
+        syscall = futex_syscall()
+        if syscall is None:
+            raise OSError(errno.ENOSYS, f"no futex syscall number for {platform.machine()}")
+        return FutexLink(names, payload, timeout, syscall)

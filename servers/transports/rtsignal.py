@@ -1,0 +1,140 @@
+"""``signal``: shared memory holding the frame, and a real-time signal as the doorbell
+(kill, then sigwaitinfo), as lmbench's lat_sig and ipc-bench's signal test use them.
+
+Each direction has its own signal (to the server SIGRTMIN, to the client SIGRTMIN+1),
+blocked in the process that takes an end, so it queues until that process waits for it
+instead of running a handler. A process learns its peer's pid from the area's header,
+where each end writes its own when it is taken. A dead peer shows as ESRCH on the
+next ring, or as the wait's timeout.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import struct
+import time
+from functools import partial
+
+import posix_ipc
+
+from servers.transports.base import (
+    Buffer,
+    Channel,
+    Kind,
+    Link,
+    Names,
+    PeerGone,
+    PeerTimeout,
+    Recv,
+    Send,
+    Transport,
+    create_new,
+)
+from servers.transports.shm import AreaChannel, SharedArea, shm_capacity
+
+TO_SERVER, TO_CLIENT = signal.SIGRTMIN, signal.SIGRTMIN + 1
+HEADER = 8  # the client's pid, then the server's (int32 each), ahead of the frame
+PID = struct.Struct("i")
+
+
+def drain(signum: int) -> None:
+    """Drop what is pending of ``signum`` (a ring the last peer sent as it went)."""
+    while signal.sigtimedwait({signum}, 0) is not None:
+        pass
+
+
+class SignalChannel(AreaChannel):
+    def __init__(self, area: memoryview, header: memoryview, mine: int, peers: int,
+                 ring_signal: int, wait_signal: int, timeout: float) -> None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {ring_signal, wait_signal})
+        drain(wait_signal)
+        PID.pack_into(header, mine, os.getpid())
+        super().__init__(area, self._first_ring)
+        self._header, self._peers = header, peers
+        self._ring_signal, self._wait_signal = ring_signal, wait_signal
+        self._wait = {wait_signal}
+        self._timeout = timeout
+        self._peer = 0
+
+    def _peer_pid(self) -> int:
+        """The peer's pid once it has taken its end (it may not have, just after fork)."""
+        deadline = time.monotonic() + self._timeout
+        while not (pid := PID.unpack_from(self._header, self._peers)[0]):
+            if time.monotonic() > deadline:
+                raise PeerTimeout("the peer never took its end of the signal link")
+            time.sleep(0.0005)
+        return pid
+
+    def _first_ring(self) -> None:
+        self._peer = self._peer_pid()
+        self._ring = partial(os.kill, self._peer, self._ring_signal)
+        self._ring()
+
+    def send(self, data: Buffer) -> None:
+        try:
+            super().send(data)
+        except ProcessLookupError:
+            raise PeerGone(f"peer pid {self._peer} is gone") from None
+
+    def recv(self) -> Buffer:
+        if signal.sigtimedwait(self._wait, self._timeout) is None:
+            raise PeerTimeout("no doorbell within the timeout (a signal gives no EOF)")
+        return self._area
+
+    def timed_ops(self) -> tuple[Send, Recv | None]:
+        if not self._peer:
+            self._peer = self._peer_pid()
+            self._ring = partial(os.kill, self._peer, self._ring_signal)
+        ring, area = self._ring, self._area
+
+        def send(data: Buffer) -> None:
+            if data is not area:
+                area[:] = data
+            ring()
+
+        return send, partial(signal.sigwaitinfo, self._wait)
+
+    def close(self) -> None:
+        drain(self._wait_signal)  # still blocked: a late ring must not kill this process
+        self._ring = _gone  # the first ring is a method of self: break the cycle, so the
+        # mapping (and the fd it holds) goes with the last reference, not a later gc
+
+
+def _gone() -> None:
+    raise PeerGone("the channel is closed")
+
+
+class SignalLink(Link):
+    def __init__(self, names: Names, payload: int, timeout: float) -> None:
+        self._payload, self._timeout = payload, timeout
+        self._area = create_new(names, Kind.SHM, "area",
+                                partial(SharedArea, size=HEADER + payload),
+                                posix_ipc.ExistentialError)
+
+    def _channel(self, mine: int, ring_signal: int, wait_signal: int) -> Channel:
+        view = memoryview(self._area.map)
+        return SignalChannel(view[HEADER : HEADER + self._payload], view[:HEADER], mine,
+                             PID.size - mine, ring_signal, wait_signal, self._timeout)
+
+    def client(self) -> Channel:
+        return self._channel(0, TO_SERVER, TO_CLIENT)
+
+    def server(self) -> Channel:
+        return self._channel(PID.size, TO_CLIENT, TO_SERVER)
+
+    def loopback(self) -> tuple[Channel, Channel]:
+        return self.client(), self.server()
+
+    def close(self) -> None:
+        self._area.close()
+
+
+class SignalTransport(Transport):
+    name = "signal"
+
+    def max_payload(self) -> int:
+        return shm_capacity() - HEADER
+
+    def open(self, names: Names, payload: int, timeout: float) -> Link:
+        return SignalLink(names, payload, timeout)
