@@ -47,15 +47,25 @@ def drain(signum: int) -> None:
 class SignalChannel(AreaChannel):
     def __init__(self, area: memoryview, header: memoryview, mine: int, peers: int,
                  ring_signal: int, wait_signal: int, timeout: float) -> None:
-        signal.pthread_sigmask(signal.SIG_BLOCK, {ring_signal, wait_signal})
-        drain(wait_signal)
-        PID.pack_into(header, mine, os.getpid())
         super().__init__(area, self._first_ring)
-        self._header, self._peers = header, peers
+        self._header, self._mine, self._peers = header, mine, peers
         self._ring_signal, self._wait_signal = ring_signal, wait_signal
         self._wait = {wait_signal}
         self._timeout = timeout
         self._peer = 0
+        self._claimed_by = 0
+        self._claim()
+
+    def _claim(self) -> None:
+        """Make this process the end's owner: its pid in the header, its signals blocked.
+        Again in a process that uses an end another one took (a chain's next hop is
+        taken by the supervisor and used by the server it forks)."""
+        if self._claimed_by != (pid := os.getpid()):
+            signal.pthread_sigmask(signal.SIG_BLOCK, {self._ring_signal, self._wait_signal})
+            if not self._claimed_by:
+                drain(self._wait_signal)  # a ring the last channel's peer sent as it went
+            PID.pack_into(self._header, self._mine, pid)
+            self._claimed_by = pid
 
     def _peer_pid(self) -> int:
         """The peer's pid once it has taken its end (it may not have, just after fork)."""
@@ -72,17 +82,20 @@ class SignalChannel(AreaChannel):
         self._ring()
 
     def send(self, data: Buffer) -> None:
+        self._claim()
         try:
             super().send(data)
         except ProcessLookupError:
             raise PeerGone(f"peer pid {self._peer} is gone") from None
 
     def recv(self) -> Buffer:
+        self._claim()
         if signal.sigtimedwait(self._wait, self._timeout) is None:
             raise PeerTimeout("no doorbell within the timeout (a signal gives no EOF)")
         return self._area
 
     def timed_ops(self) -> tuple[Send, Recv | None]:
+        self._claim()
         if not self._peer:
             self._peer = self._peer_pid()
             self._ring = partial(os.kill, self._peer, self._ring_signal)
