@@ -163,8 +163,9 @@ def compute(case: Case, sup: Supervisor) -> Setup:
 
 def _through(channel: Channel, case: Case, messages: int) -> Setup:
     send, recv = channel.timed_ops()
-    return Setup(send, recv, channel.prepare(os.urandom(case.payload_bytes)),
-                 round_trip_check(channel, case.payload_bytes), messages=messages)
+    message = channel.prepare(os.urandom(case.payload_bytes))
+    return Setup(send, recv, message, round_trip_check(channel, case.payload_bytes),
+                 messages=messages, loop=channel.timed_loop(message))
 
 
 def refuse(case: Case, transport: Transport) -> str | None:

@@ -15,11 +15,22 @@ from dataclasses import asdict
 from importlib.metadata import entry_points
 from pathlib import Path
 from types import FrameType
-from typing import NoReturn
+from typing import Any, NoReturn
 
+import numpy as np
+import pandas as pd
 from rich.console import Console
 
-from harness import __version__, ab, baseline, cputopology, history, outfolder, reference
+from harness import (
+    __version__,
+    ab,
+    baseline,
+    cputopology,
+    history,
+    native,
+    outfolder,
+    reference,
+)
 from harness.cleanup import cleanup, sweep
 from harness.compare import (
     Comparison,
@@ -78,6 +89,11 @@ def build_parser() -> Parser:
     run.add_argument("--history", type=Path, default=history.DEFAULT_PATH,
                      help=f"SQLite file the run is appended to (default: {history.DEFAULT_PATH})")
     run.add_argument("--no-history", action="store_true", help="do not append to the history")
+    run.add_argument("--native-reference", action="store_true",
+                     help="also hold each transport's same-cpu 64 B round trip against C "
+                          "doing the same (needs a C compiler; else skipped with the reason)")
+    run.add_argument("--native-rounds", type=int, default=5, metavar="N",
+                     help="alternating rounds of the native reference (default: 5)")
     add_keep_disturbed(run)
     run.set_defaults(func=cmd_run)
 
@@ -255,6 +271,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         [measured] = measure(runner, prefix, plan.runnable, [sys.executable])
         run = RunData(run_metadata(suite, args, prefix, started), measured + plan.skipped,
                       keep_disturbed=args.keep_disturbed)
+        if args.native_reference:
+            run.native, run.metadata["native_reference"] = hold_against_native(
+                suite, prefix, args.native_rounds, console)
         run.metadata["disturbance"] = asdict(run_disturbance(measured))
         run.save(stage)  # the measurements first: nothing after this may lose them
         try:
@@ -291,6 +310,34 @@ def cmd_run(args: argparse.Namespace) -> int:
         console.print(f"ipcbench: the analysis failed ({analysis_error}); the samples are in "
                       f"{out}: `ipcbench fit {out}` retries it")
     return 1 if failed or analysis_error or run.notes or not stored else 0
+
+
+def hold_against_native(suite: Suite, prefix: str, rounds: int, console: Console,
+                        ) -> tuple[pd.DataFrame | None, dict[str, Any]]:
+    """The native reference over the transports of the suite's timed experiments (all
+    that have a C equivalent if it has none): its rounds, and what metadata.json says."""
+    transports = list(dict.fromkeys(t for t in suite.transports() if t in native.MECHANISMS)) \
+        or list(native.MECHANISMS)
+    runner = Runner(native.SUITE_SIDE, prefix, console)
+
+    def suite_ns(case: Case) -> float:
+        result = runner.run_case(case)
+        values = [v for w in result.workers for v in w.kept()]
+        if result.status != "ok" or not values:
+            raise RuntimeError(f"the suite's side of {case.name} failed: {result.note}")
+        return float(np.median(values))
+
+    try:
+        held = native.measure(suite_ns, transports, rounds,
+                              progress=lambda text: console.print(f"ipcbench: {text}"))
+    except native.NativeUnavailable as exc:
+        console.print(f"ipcbench: native reference skipped: {exc}")
+        return None, {"status": "unavailable", "reason": str(exc)}
+    finally:
+        runner.abort()
+        cleanup(prefix, include_live_runs=True)
+    return held.rounds, {"status": "measured", "rounds": rounds, "skipped": held.skipped,
+                         "compiler": native.compiler()}
 
 
 def cmd_ab(args: argparse.Namespace) -> int:

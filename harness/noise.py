@@ -63,7 +63,7 @@ def probe(seconds: float) -> Series:
             sup.pin_client()
             setup = load_builder(builder_path("echo"))(Case("doctor", "pipe", "same-cpu", 64),
                                                        sup)
-            loops = calibrate(setup.send, setup.recv, setup.message, BATCH_NS)
+            loops = calibrate(setup.send, setup.recv, setup.message, BATCH_NS, setup.loop)
             counters = CaseCounters(sup.pids, [sup.client_cpu])
             try:
                 with PipeReference() as reference:
@@ -73,7 +73,7 @@ def probe(seconds: float) -> Series:
                         at = time.monotonic()
                         before = counters.read()
                         [value] = run_batches(setup.send, setup.recv, setup.message, loops, 1,
-                                              Settings().timeout_s)
+                                              Settings().timeout_s, setup.loop)
                         window = counters.read() - before
                         refs.append(reference.measure())
                         loops_ns.append(cpu_loop_ns())

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from harness import native
 from harness.disturbance import LIMIT, run_disturbance
 from harness.experiment import ModelRow, Section, load_experiments
 from harness.records import BatchRecord
@@ -168,14 +169,36 @@ def _section(title: str, rows: Rows, note: str = "", plots: list[str] | None = N
     return Section(title, header, body, note, plots or [], summary)
 
 
+NATIVE_TITLE = "Suite / native: the same-cpu round trip against C"
+NATIVE_NOTE = (
+    "`--native-reference`: each transport's latency case against C doing the same per "
+    "round trip (harness/native/pingpong.c), pinned to the same CPU, in alternating rounds; "
+    "suite / C is the median over rounds of their ratio, the range its lowest and highest. "
+    "What is over 1 is the harness's own cost: the interpreter around each system call, "
+    "and the larger working set each switch brings back into the caches and TLB."
+)
+
+
+def native_section(run: RunData) -> Section | None:
+    info = run.metadata.get("native_reference")
+    if not info:
+        return None
+    if info.get("status") == "unavailable":
+        return _section(NATIVE_TITLE, (["native reference"], [[f"skipped: {info['reason']}"]]))
+    return _section(NATIVE_TITLE, native.report_rows(run.native, info.get("skipped", {})),
+                    note=NATIVE_NOTE)
+
+
 def build_report(run: RunData) -> Report:
     """The run's report; every section computed here, once. The experiments' own
     sections come first, in the order the suite lists them."""
     mhz = run.metadata.get("machine_extra", {}).get("cpu_mhz_nominal")
     cycles = (f"value_cycles in model.csv uses the nominal {mhz:.0f} MHz (a VM does not "
               "expose the real clock)." if mhz else "")
+    held = native_section(run)
     sections = [
         *experiment_sections(run),
+        *([held] if held else []),
         _section(CHECKS_TITLE, check_rows(run), note=CHECKS_NOTE),
         _section("All model parameters", model_rows(run), note=cycles, summary=False),
         _section(DISTURBANCE_TITLE, disturbance_rows(run), note=DISTURBANCE_NOTE,

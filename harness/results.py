@@ -23,6 +23,7 @@ from harness.records import BatchRecord, CaseResult, WorkerResult
 from harness.stats import summarize
 
 MODEL_COLUMNS = [f.name for f in fields(ModelRow)]
+NATIVE_FILE = runfolder.NATIVE_FILE
 
 
 @dataclass
@@ -35,6 +36,8 @@ class RunData:
     keep_disturbed: bool = False  # statistics over every batch, disturbed ones too
     raw_model: bool = False  # fit the model on raw values, not scaled to the reference
     notes: list[str] = field(default_factory=list)  # parts of the analysis that failed
+    # ``--native-reference``: each round's suite and C round trip (native.csv)
+    native: pd.DataFrame | None = None
     # A run's cases do not change once it is built: its frames are made once.
     _frames: dict[object, pd.DataFrame] = field(default_factory=dict, repr=False)
 
@@ -151,6 +154,8 @@ class RunData:
         self.samples_frame().to_csv(folder / "samples.csv", index=False)
         self.save_model(folder)
         (folder / "metadata.json").write_text(json.dumps(self.metadata, indent=2, default=str))
+        if self.native is not None:
+            self.native.to_csv(folder / NATIVE_FILE, index=False)
         suite = self.pyperf_suite()
         if suite is not None:
             suite.dump(str(folder / "pyperf.json"), replace=True)
@@ -165,7 +170,7 @@ class RunData:
     def load(cls, folder: Path) -> RunData:
         """Rebuild a run from its folder; UsageError when the folder is not a run."""
         files = runfolder.read(folder)  # every file checked: UsageError names the bad cell
-        return cls(files.metadata, _cases_from(files))
+        return cls(files.metadata, _cases_from(files), native=runfolder.read_native(folder))
 
 
 def _batch_fields(batch: BatchRecord | None, worker: WorkerResult) -> dict[str, Any]:

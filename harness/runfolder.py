@@ -288,6 +288,25 @@ def _why(exc: BaseException) -> str:
     return exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
 
 
+NATIVE_FILE = "native.csv"  # --native-reference: harness.native.COLUMNS, round by round
+NATIVE_COLUMNS = ["round", "transport", "mechanism", "payload_bytes", "cpu", "native_ns",
+                  "suite_ns"]
+
+
+def read_native(folder: Path) -> pd.DataFrame | None:
+    """The native reference's rounds, where the run measured them; else None."""
+    path = folder / NATIVE_FILE
+    if not path.exists():
+        return None
+    table = _csv(path)
+    _check_columns(path, table, NATIVE_COLUMNS)
+    for column in ("native_ns", "suite_ns"):
+        values = pd.to_numeric(table[column], errors="coerce")
+        if values.isna().any() or (values <= 0).any():
+            raise UsageError(f"{path}: {column} must be positive numbers")
+    return table
+
+
 def _csv(path: Path, **options: Any) -> pd.DataFrame:
     try:
         raw = path.read_bytes()

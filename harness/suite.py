@@ -25,6 +25,11 @@ class Suite:
     settings: Settings
     experiments: list[tuple[Experiment, Params]]
 
+    def transports(self) -> list[str]:
+        """Every transport the suite's experiments list, in their order."""
+        listed = [t for _, params in self.experiments for t in getattr(params, "transports", ())]
+        return list(dict.fromkeys(listed))
+
     def plan(self) -> Plan:
         plan = Plan()
         for experiment, params in self.experiments:

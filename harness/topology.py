@@ -18,7 +18,7 @@ from importlib import import_module
 from harness.records import Case
 from harness.supervisor import Supervisor
 from servers.transports import Buffer, Channel
-from servers.transports.base import Recv, Send
+from servers.transports.base import Loop, Recv, Send
 
 GROUP = "ipcbench.topologies"
 
@@ -32,6 +32,7 @@ class Setup:
     hops: int = 1  # values are per hop: a ring lap is k hops
     messages: int = 2  # messages per loop iteration
     baseline: Send | None = None  # an empty call to subtract (C0)
+    loop: Loop | None = None  # the round trips in C, where the channel composes them
 
 
 Builder = Callable[[Case, Supervisor], Setup]

@@ -27,7 +27,7 @@ PROBES_GROUP = "ipcbench.probes"
 
 def one_batch(setup: Setup, loops: int, timeout: float) -> float:
     """ns of one batch; with a baseline (C0), less an empty batch timed right after it."""
-    [full] = run_batches(setup.send, setup.recv, setup.message, loops, 1, timeout)
+    [full] = run_batches(setup.send, setup.recv, setup.message, loops, 1, timeout, setup.loop)
     if setup.baseline is None:
         return full
     [empty] = run_batches(setup.baseline, None, setup.message, loops, 1, timeout)
@@ -74,7 +74,7 @@ def measure(setup: Setup, sup: Supervisor, settings: Settings
         setup.check()
     loops, warmups = warm_up(
         setup.send, setup.recv, setup.message, target_ns=int(settings.batch_ms * 1e6),
-        warmups=settings.warmups, timeout=settings.timeout_s,
+        warmups=settings.warmups, timeout=settings.timeout_s, loop=setup.loop,
     )
     # Opened after the servers are forked, so that none of them inherits these fds.
     cpus = [sup.client_cpu, *(s.cpu for s in sup.servers)]

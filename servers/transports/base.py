@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 TYPE_CHECKING = False  # True for the type checker (pyproject: always_true); no typing here
@@ -24,6 +25,10 @@ CREATE_ATTEMPTS = 4
 Buffer = bytes | bytearray | memoryview
 Send = Callable[[Buffer], object]
 Recv = Callable[[], object]  # a timed loop's receive: what it returns is never read
+Loop = Callable[[int], object]  # n round trips of one prepared message, timed as a whole
+# Runs an iterator to its end in C (the itertools recipe's consume): a serving loop
+# built of C callables then runs no bytecode per message.
+consume: Callable[[Iterable[object]], None] = deque[object](maxlen=0).extend
 
 
 class Kind:
@@ -44,6 +49,11 @@ class Kind:
 KINDS = (Kind.SHM, Kind.SEM, Kind.MQ, Kind.DIR, Kind.SYSV_MSG, Kind.SYSV_SEM, Kind.SYSV_SHM)
 # names(kind, tag): a fresh name under the run prefix, journaled with its kind first.
 Names = Callable[[str, str], str]
+
+
+def replies_with_request(handler: Callable[[Buffer], Buffer]) -> bool:
+    """Whether ``handler`` answers every request with the request itself (echo)."""
+    return getattr(handler, "replies_with_request", False) is True
 
 
 class PeerGone(ConnectionError):
@@ -90,6 +100,14 @@ class Channel(ABC):
         None when ``send`` itself returns the reply (an in-process call).
         """
         return self.send, self.recv
+
+    def timed_loop(self, message: Buffer) -> Loop | None:
+        """``n`` round trips of ``message`` (from ``prepare``) run by C code alone, where
+        the transport's calls compose (a send's result is what the receive takes): no
+        bytecode runs per message, so less of the interpreter is brought back into the
+        caches after each switch. None where they do not compose: the timed loop then
+        calls ``timed_ops``."""
+        return None
 
     def shared_memory(self) -> memoryview | None:
         """The memory both ends share, where the transport has one (shm): what a NUMA

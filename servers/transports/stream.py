@@ -6,8 +6,19 @@ import os
 import select
 from collections.abc import Callable, Iterator
 from functools import partial
+from itertools import repeat
 
-from servers.transports.base import Buffer, Channel, PeerGone, PeerTimeout, Recv, Send
+from servers.transports.base import (
+    Buffer,
+    Channel,
+    Loop,
+    PeerGone,
+    PeerTimeout,
+    Recv,
+    Send,
+    consume,
+    replies_with_request,
+)
 
 # POSIX makes pipe writes of at most PIPE_BUF bytes atomic, so one read gets the frame.
 ATOMIC_FRAME = select.PIPE_BUF
@@ -70,6 +81,17 @@ class StreamChannel(Channel):
         # batch watchdog, which fails the batch anyway), so it needs no loop.
         return self._atomic_ops() or (partial(os.write, self._wfd), self.recv)
 
+    def timed_loop(self, message: Buffer) -> Loop | None:
+        if self._wire > ATOMIC_FRAME:
+            return None
+        write, read = partial(os.write, self._wfd), partial(os.read, self._rfd)
+
+        def round_trips(n: int) -> None:
+            # write returns the bytes it wrote, a whole frame: the size read asks for
+            consume(map(read, map(write, repeat(message, n))))
+
+        return round_trips
+
     def frames(self) -> Iterator[Buffer]:
         ops = self._atomic_ops()
         if ops is None:
@@ -89,8 +111,10 @@ class StreamChannel(Channel):
                 for _ in iter(read, b""):  # b"" is EOF: a wire frame is never empty
                     handler(empty)
                     write(token)
-            for request in iter(read, b""):
-                write(handler(request))
+            requests = iter(read, b"")
+            # C-level: no bytecode per message (and, for echo, no call at all)
+            consume(map(write, requests if replies_with_request(handler) else
+                        map(handler, requests)))
         except BlockingIOError:
             raise PeerTimeout("no request within the timeout") from None
         except (BrokenPipeError, ConnectionResetError, ConnectionRefusedError):
