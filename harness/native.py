@@ -113,10 +113,11 @@ def report_rows(rounds: pd.DataFrame | None, skipped: dict[str, str]
     body = []
     if rounds is not None and len(rounds):
         for row in summary(rounds).itertuples():
-            goal = f"<= {row.goal:.2f}" if row.goal else ""
+            goal = GOALS.get(str(row.transport))
+            goal_text = f"<= {goal:.2f}" if goal else ""
             body.append([str(row.transport), str(row.mechanism), f"{row.native_ns / 1e3:.3f}",
                          f"{row.suite_ns / 1e3:.3f}", f"{row.ratio:.2f}",
-                         f"{row.ratio_low:.2f}-{row.ratio_high:.2f}", goal])
+                         f"{row.ratio_low:.2f}-{row.ratio_high:.2f}", goal_text])
     body += [[t, MECHANISMS.get(t, ""), "", "", "skipped", why, ""] for t, why in skipped.items()]
     return header, body
 

@@ -10,13 +10,17 @@ these live until the link closes: a SIGKILL leaves them for ``ipcbench cleanup``
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import os
+import signal
 import time
 import zlib
 from collections.abc import Callable, Iterator
 
 import sysv_ipc
 
-from servers.transports.base import Kind, Names, PeerTimeout, create_new
+from servers.transports.base import Kind, Names, PeerGone, PeerTimeout, create_new
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -28,10 +32,6 @@ PROC_TABLES = {Kind.SYSV_MSG: "/proc/sysvipc/msg", Kind.SYSV_SEM: "/proc/sysvipc
                Kind.SYSV_SHM: "/proc/sysvipc/shm"}
 REMOVE = {Kind.SYSV_MSG: sysv_ipc.remove_message_queue, Kind.SYSV_SEM: sysv_ipc.remove_semaphore,
           Kind.SYSV_SHM: sysv_ipc.remove_shared_memory}
-# sysv_ipc's waits have no timeout where it was built without semtimedop, and a queue's
-# never has one: a checked wait polls, backing off from 20 us to 5 ms (never in timed loops).
-POLL_FIRST_S, POLL_MAX_S = 20e-6, 5e-3
-
 
 def key_of(name: str) -> int:
     """The SysV key of a journaled name: never IPC_PRIVATE (0), and positive as a key_t
@@ -68,20 +68,68 @@ def listed(kind: str) -> Iterator[tuple[int, int, int]]:
         return
 
 
-def wait_polling(try_once: Callable[[], object], timeout: float, what: str) -> object:
-    """``try_once()`` (non-blocking: raises BusyError while nothing is there) until it
-    succeeds or ``timeout`` passes."""
-    deadline = time.monotonic() + timeout
-    pause = POLL_FIRST_S
-    while True:
-        try:
-            return try_once()
-        except sysv_ipc.BusyError:
-            if time.monotonic() >= deadline:
-                raise PeerTimeout(f"no {what} within the timeout (SysV IPC gives no EOF)") \
-                    from None
-            time.sleep(pause)
-            pause = min(pause * 2, POLL_MAX_S)
+def wait_blocking(wait: Callable[[], T], timeout: float, what: str) -> T:
+    """``wait()`` (a blocking call with no timeout of its own: msgrcv) bounded by an
+    interval timer: SIGALRM interrupts it after ``timeout``. A timer already running (a
+    batch's watchdog, pytest-timeout) bounds the wait itself if it is due first; else it
+    is put back afterwards, less the time spent, with its handler."""
+    remaining = signal.getitimer(signal.ITIMER_REAL)[0]
+    if 0 < remaining <= timeout:
+        return wait()
+    message = f"no {what} within the timeout (SysV IPC gives no EOF)"
+
+    def expire(_signum: int, _frame: object) -> None:
+        raise PeerTimeout(message)
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    started = time.monotonic()
+    signal.setitimer(signal.ITIMER_REAL, timeout)
+    try:
+        return wait()
+    except sysv_ipc.Error as exc:  # "Signaled while waiting": the handler's error follows
+        raise PeerTimeout(message) from exc
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        if remaining > 0:
+            signal.setitimer(signal.ITIMER_REAL,
+                             max(remaining - (time.monotonic() - started), 1e-6))
+
+
+class SemTimedOp:
+    """semtimedop(2) through ctypes, for a semaphore wait with a kernel timeout where
+    sysv_ipc was built without it (its acquire then ignores the timeout)."""
+
+    class _Sembuf(ctypes.Structure):
+        _fields_ = [("sem_num", ctypes.c_ushort), ("sem_op", ctypes.c_short),
+                    ("sem_flg", ctypes.c_short)]
+
+    class _Timespec(ctypes.Structure):
+        _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+    def __init__(self, semid: int, timeout: float) -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        self._call = libc.semtimedop
+        self._call.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+        self._call.restype = ctypes.c_int
+        self._semid = semid
+        self._op = self._Sembuf(0, -1, 0)
+        whole, part = divmod(timeout, 1.0)
+        self._timeout = self._Timespec(int(whole), int(part * 1e9))
+
+    def acquire(self) -> None:
+        """Take the semaphore, or raise PeerTimeout after the timeout (PeerGone if the set
+        was removed)."""
+        op, timeout = ctypes.addressof(self._op), ctypes.addressof(self._timeout)
+        while self._call(self._semid, op, 1, timeout) == -1:
+            err = ctypes.get_errno()
+            if err == errno.EAGAIN:
+                raise PeerTimeout("no doorbell within the timeout (SysV IPC gives no EOF)")
+            if err in (errno.EIDRM, errno.EINVAL):
+                raise PeerGone("the semaphore set was removed")
+            if err != errno.EINTR:
+                raise OSError(err, os.strerror(err))
+            # EINTR: a handler that raises (a watch, a watchdog) has raised by now
 
 
 def read_limit(path: str, default: int) -> int:

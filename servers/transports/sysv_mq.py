@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from functools import partial
 
 import sysv_ipc
 
@@ -18,7 +17,7 @@ from servers.transports.base import (
     Send,
     Transport,
 )
-from servers.transports.sysv import create_keyed, read_limit, remove, wait_polling
+from servers.transports.sysv import create_keyed, read_limit, remove, wait_blocking
 
 MSGMAX, MSGMNB = "/proc/sys/kernel/msgmax", "/proc/sys/kernel/msgmnb"
 
@@ -38,12 +37,11 @@ class SysvMqChannel(Channel):
             raise PeerGone("the queue was removed") from None
 
     def recv(self) -> Buffer:
-        try:
-            received = wait_polling(partial(self._receive, block=False), self._timeout,
-                                    "message")
+        try:  # msgrcv has no timeout: an interval timer bounds it (a chain's hops wait here)
+            received = wait_blocking(self._receive, self._timeout, "message")
         except sysv_ipc.ExistentialError:
             raise PeerGone("the queue was removed") from None
-        message: bytes = received[0]  # type: ignore[index]
+        message: bytes = received[0]
         return message
 
     def timed_ops(self) -> tuple[Send, Recv | None]:

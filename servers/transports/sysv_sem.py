@@ -14,7 +14,7 @@ import sysv_ipc
 
 from servers.transports.base import Buffer, Channel, Kind, Link, Names, Recv, Send, Transport
 from servers.transports.shm import AreaChannel, shm_capacity
-from servers.transports.sysv import create_keyed, read_limit, remove, wait_polling
+from servers.transports.sysv import SemTimedOp, create_keyed, read_limit, remove
 
 SHMMAX = "/proc/sys/kernel/shmmax"
 
@@ -23,20 +23,13 @@ class SysvSemChannel(AreaChannel):
     def __init__(self, area: memoryview, ring: sysv_ipc.Semaphore, wait: sysv_ipc.Semaphore,
                  timeout: float) -> None:
         super().__init__(area, ring.release)
-        self._sem = wait
         self._acquire = wait.acquire
-        self._timeout = timeout
-
-    def _try_acquire(self) -> None:
-        # Not acquire(0): where sysv_ipc lacks semtimedop, a timeout of 0 blocks too.
-        self._sem.block = False
-        try:
-            self._acquire()
-        finally:
-            self._sem.block = True
+        # sysv_ipc may be built without semtimedop (its acquire then ignores a timeout):
+        # the checked wait calls it directly, so a chain's hops wait with a kernel timeout.
+        self._timed_acquire = SemTimedOp(wait.id, timeout).acquire
 
     def recv(self) -> Buffer:
-        wait_polling(self._try_acquire, self._timeout, "doorbell")
+        self._timed_acquire()
         return self._area
 
     def timed_ops(self) -> tuple[Send, Recv | None]:
