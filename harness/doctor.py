@@ -6,6 +6,7 @@ import os
 import resource
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,6 +117,35 @@ def check_transport_limits() -> Finding:
     return Finding(OK, "frame limits", ", ".join(limits))
 
 
+def check_futex_call(calls: int = 20_000) -> Finding:
+    """What a futex call through ctypes costs here (the ``futex`` transport makes four
+    per round trip), beside a plain system call made by Python's own os module."""
+    import mmap
+    import time
+
+    from servers.transports.futex import Doorbell, futex_syscall
+
+    syscall = futex_syscall()
+    if syscall is None:
+        return Finding(NOTE, "futex call", "no futex syscall number known for this machine")
+    area = mmap.mmap(-1, mmap.PAGESIZE)
+    bell = Doorbell(area, 0, syscall, timeout=1.0)
+
+    def per_call(call: Callable[[], object]) -> float:
+        started = time.perf_counter_ns()
+        for _ in range(calls):
+            call()
+        return (time.perf_counter_ns() - started) / calls
+
+    wake = min(per_call(bell.ring) for _ in range(3))  # FUTEX_WAKE, nobody waiting
+    plain = min(per_call(os.getppid) for _ in range(3))
+    bell.release()
+    area.close()
+    return Finding(OK, "futex call", f"a FUTEX_WAKE through ctypes costs {wake:.0f} ns here, "
+                   f"a plain system call from Python {plain:.0f} ns: about "
+                   f"{wake - plain:.0f} ns of each futex call is ctypes")
+
+
 def check_leftovers() -> Finding:
     objects = [p.name for p in SHM_DIR.iterdir() if PREFIX in p.name]
     journals = [p.name for folder in (state_dir(), scratch_root())  # and scratch folders
@@ -153,7 +183,8 @@ def pyperf_system() -> list[Finding]:
 
 
 CHECKS = (check_virtualization, check_governor, check_isolation, check_load, check_mq,
-          check_shm, check_pipes, check_transport_limits, check_open_files, check_leftovers)
+          check_shm, check_pipes, check_transport_limits, check_futex_call, check_open_files,
+          check_leftovers)
 NOISE_SUITES = ("quick", "default")
 
 

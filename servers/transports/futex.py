@@ -51,11 +51,10 @@ def futex_syscall() -> Syscall | None:
         return None
     call = ctypes.CDLL(None, use_errno=True).syscall
     call.restype = ctypes.c_long
-    # syscall() reads every argument as a long: an int passed as a C int would leave the
-    # register's upper half undefined, and an address would be cut to 32 bits.
-    word, pointer = ctypes.c_long, ctypes.c_void_p
-    call.argtypes = [word, pointer, word, word, pointer, pointer, word]
-    return partial(call, number)
+    # syscall() reads every argument as a long. The callers pass ctypes objects made
+    # once (c_long, c_void_p): no argtypes to convert through on every call (that halves
+    # the call's cost), and no Python int passed as a 32-bit C int.
+    return partial(call, ctypes.c_long(number))
 
 
 class Doorbell:
@@ -64,27 +63,31 @@ class Doorbell:
 
     def __init__(self, area: mmap.mmap, offset: int, syscall: Syscall, timeout: float) -> None:
         self._word = ctypes.c_uint32.from_buffer(area, offset)
-        address = ctypes.addressof(self._word)
-        self._wake = partial(syscall, address, FUTEX_WAKE, 1, None, None, 0)
-        self._sleep = partial(syscall, address, FUTEX_WAIT, 0)
+        address = ctypes.c_void_p(ctypes.addressof(self._word))
+        zero, null = ctypes.c_long(0), ctypes.c_void_p(None)
+        self._wake = partial(syscall, address, ctypes.c_long(FUTEX_WAKE), ctypes.c_long(1),
+                             null, null, zero)
+        self._sleep = partial(syscall, address, ctypes.c_long(FUTEX_WAIT), zero)
         whole, part = divmod(timeout, 1.0)
         self._timeout = Timespec(int(whole), int(part * 1e9))
+        self._forever, self._bounded = null, ctypes.c_void_p(ctypes.addressof(self._timeout))
+        self._null, self._zero = null, zero
 
     def ring(self) -> None:
         self._word.value = 1
         self._wake()
 
     def wait(self) -> None:
-        word, sleep = self._word, self._sleep
+        word, sleep, args = self._word, self._sleep, (self._forever, self._null, self._zero)
         while not word.value:  # EAGAIN (rung already), EINTR, a spurious wake: look again
-            if sleep(None, None, 0) == -1 and ctypes.get_errno() == errno.EINVAL:
+            if sleep(*args) == -1 and ctypes.get_errno() == errno.EINVAL:
                 raise OSError(errno.EINVAL, "futex wait refused")
         word.value = 0
 
     def wait_checked(self) -> None:
-        word, sleep, timeout = self._word, self._sleep, ctypes.addressof(self._timeout)
+        word, sleep, args = self._word, self._sleep, (self._bounded, self._null, self._zero)
         while not word.value:
-            if sleep(timeout, None, 0) == -1 and ctypes.get_errno() == errno.ETIMEDOUT:
+            if sleep(*args) == -1 and ctypes.get_errno() == errno.ETIMEDOUT:
                 raise PeerTimeout("no doorbell within the timeout (a futex gives no EOF)")
         word.value = 0
 
