@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from importlib.metadata import entry_points
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from harness.errors import UsageError
 from harness.experiment import Experiment, Params, Plan, load_experiments
@@ -15,6 +16,7 @@ from harness.records import MAX_WORKERS, Case, Settings
 from harness.runner import worker_wait
 
 SUITES_GROUP = "ipcbench.suites"
+T = TypeVar("T")
 TOP_LEVEL_KEYS = {"description", "settings", "experiments"}
 
 
@@ -38,7 +40,23 @@ class Suite:
                 part.runnable = [replace(c, workers=params.workers) for c in part.runnable]
             plan.runnable += part.runnable
             plan.skipped += part.skipped
+        # Tables of one experiment may share cases (each amplification table has its
+        # own call baseline): a case runs once, as the first table that lists it says.
+        plan.runnable = _first_of_each(plan.runnable, lambda c: c.name)
+        ran = {c.name for c in plan.runnable}
+        plan.skipped = [s for s in _first_of_each(plan.skipped, lambda s: s.case.name)
+                        if s.case.name not in ran]
         return plan
+
+
+def _first_of_each(items: list[T], key: Callable[[T], str]) -> list[T]:
+    seen: set[str] = set()
+    kept = []
+    for item in items:
+        if key(item) not in seen:
+            seen.add(key(item))
+            kept.append(item)
+    return kept
 
 
 def builtin_suites() -> dict[str, Any]:

@@ -115,3 +115,16 @@ def test_all_means_every_transport_that_applies(tmp_path):
     assert planned["contention"] == {"shm", "call"}
     assert planned["layers"] == {"call", "pipe"}
     assert planned["footprint"] == set(TRANSPORTS) - {"shm-spin"}  # it spins: not same-cpu
+
+
+def test_cases_two_tables_share_run_once(tmp_path):
+    """Each amplification table needs its own call baseline: a case two tables list is
+    planned once (it used to run twice and fail both times)."""
+    suite = tmp_path / "two.toml"
+    table = ('[[experiments.amplification]]\ntransports = ["call", "{}"]\ntopologies = '
+             '["chain"]\nk = [1, 2]\npayload_bytes = [64]\n')
+    suite.write_text(table.format("pipe") + table.format("fifo"))
+    names = [case.name for case in load_suite(str(suite)).plan().runnable]
+    assert len(names) == len(set(names))
+    assert {n.split("/")[1] for n in names} == {"call", "pipe", "fifo"}
+    assert sum(n.startswith("amplification/call/") for n in names) == 3  # k1, k2, C0
