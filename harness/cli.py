@@ -318,7 +318,7 @@ def hold_against_native(suite: Suite, prefix: str, rounds: int, console: Console
     that have a C equivalent if it has none): its rounds, and what metadata.json says."""
     transports = list(dict.fromkeys(t for t in suite.transports() if t in native.MECHANISMS)) \
         or list(native.MECHANISMS)
-    runner = Runner(native.SUITE_SIDE, prefix, console)
+    runner = Runner(suite.settings, prefix, console)  # its cases measured as the suite does
 
     def suite_ns(case: Case) -> float:
         result = runner.run_case(case)

@@ -63,8 +63,11 @@ def build() -> Path:
         return binary
     binary.parent.mkdir(parents=True, exist_ok=True)
     partial = binary.with_name(f".{binary.name}.{os.getpid()}")
-    done = subprocess.run([cc, "-O2", "-o", str(partial), str(SOURCE), "-lrt"],
-                          capture_output=True, text=True)
+    try:
+        done = subprocess.run([cc, "-O2", "-o", str(partial), str(SOURCE), "-lrt"],
+                              capture_output=True, text=True)
+    except OSError as exc:
+        raise NativeUnavailable(f"the C compiler {cc} cannot run ({exc.strerror})") from None
     if done.returncode != 0:
         partial.unlink(missing_ok=True)
         first = (done.stderr.strip().splitlines() or ["no message"])[0]
