@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import select
+from collections.abc import Callable
 from functools import partial
+from itertools import repeat, starmap
 
 import posix_ipc
 
@@ -18,13 +20,16 @@ from servers.transports.base import (
     Channel,
     Kind,
     Link,
+    Loop,
     Names,
     PeerTimeout,
     Recv,
     Send,
     Transport,
     close_fds,
+    consume,
     create_new,
+    replies_with_request,
 )
 from servers.transports.shm import AreaChannel, SharedArea, shm_capacity
 
@@ -48,6 +53,26 @@ class EventfdChannel(AreaChannel):
         # The timed loop waits in one blocking read (no poll): the batch watchdog ends a
         # wait on a dead peer, and the harness checks a round trip after the batches.
         return self.send, partial(os.eventfd_read, self._wait)
+
+    def timed_loop(self, message: Buffer) -> Loop | None:
+        if message is not self._area:
+            return None  # the frame must be built in place already
+        ring, to_wait = (self._ring_fd, 1), {None: self._wait}.__getitem__
+
+        def round_trips(n: int) -> None:
+            # ring (returns None), then read our own eventfd: C callables end to end
+            consume(map(os.eventfd_read, map(to_wait, starmap(os.eventfd_write,
+                                                              repeat(ring, n)))))
+
+        return round_trips
+
+    def serve(self, handler: Callable[[Buffer], Buffer]) -> None:
+        if not replies_with_request(handler):
+            return super().serve(handler)
+        # Echo answers in place: wait, ring back, in C (bool(1) is the 1 each ring adds).
+        # A blocking read: a server is told to go by its supervisor.
+        consume(map(os.eventfd_write, repeat(self._ring_fd),
+                    map(bool, map(os.eventfd_read, repeat(self._wait)))))
 
     def close(self) -> None:
         if self._wait >= 0:  # the channel owns its two eventfds

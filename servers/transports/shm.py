@@ -11,6 +11,7 @@ import mmap
 import os
 from collections.abc import Callable
 from functools import partial
+from itertools import repeat, starmap
 
 import posix_ipc
 
@@ -19,12 +20,15 @@ from servers.transports.base import (
     Channel,
     Kind,
     Link,
+    Loop,
     Names,
     PeerTimeout,
     Recv,
     Send,
     Transport,
+    consume,
     create_new,
+    replies_with_request,
 )
 
 
@@ -93,6 +97,29 @@ class ShmChannel(AreaChannel):
 
     def timed_ops(self) -> tuple[Send, Recv | None]:
         return self.send, partial(self._wait, self._timeout)
+
+    def timed_loop(self, message: Buffer) -> Loop | None:
+        if message is not self._area:
+            return None  # the frame must be built in place already
+        ring, wait, timeout = self._ring, self._wait, {None: self._timeout}.__getitem__
+
+        def round_trips(n: int) -> None:
+            # release (returns None), then acquire with the timeout: C callables only
+            consume(map(wait, map(timeout, starmap(ring, repeat((), n)))))  # type: ignore[arg-type]
+
+        return round_trips
+
+    def serve(self, handler: Callable[[Buffer], Buffer]) -> None:
+        if not replies_with_request(handler):
+            return super().serve(handler)
+        # Echo answers in place: acquire, release back, in C; a silent client ends it
+        # with posix_ipc's BusyError after the timeout.
+        try:
+            consume(starmap(self._ring, map({None: ()}.__getitem__,
+                                            map(self._wait, repeat(self._timeout)))))
+        except posix_ipc.BusyError:
+            raise PeerTimeout("no request within the timeout (a semaphore gives no EOF)") \
+                from None
 
     def close(self) -> None:
         for sem in self._sems:
