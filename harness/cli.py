@@ -252,6 +252,8 @@ def measure(runner: Runner, prefix: str, cases: list[Case], pythons: list[str],
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.native_rounds < 1:
+        raise UsageError("--native-rounds must be at least 1")
     only = [x.strip() for x in args.only.split(",") if x.strip()] if args.only else None
     suite = load_suite(args.suite, only)
     if not args.no_history:  # now, not after minutes of measuring
@@ -271,11 +273,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         [measured] = measure(runner, prefix, plan.runnable, [sys.executable])
         run = RunData(run_metadata(suite, args, prefix, started), measured + plan.skipped,
                       keep_disturbed=args.keep_disturbed)
-        if args.native_reference:
-            run.native, run.metadata["native_reference"] = hold_against_native(
-                suite, prefix, args.native_rounds, console)
         run.metadata["disturbance"] = asdict(run_disturbance(measured))
         run.save(stage)  # the measurements first: nothing after this may lose them
+        if args.native_reference:  # then saved again, with what it found or why it failed
+            run.native, run.metadata["native_reference"] = hold_against_native(
+                suite, runner, prefix, args.native_rounds, console)
+            run.save(stage)
         try:
             analyze(run)
             run.save_model(stage)
@@ -312,13 +315,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if failed or analysis_error or run.notes or not stored else 0
 
 
-def hold_against_native(suite: Suite, prefix: str, rounds: int, console: Console,
-                        ) -> tuple[pd.DataFrame | None, dict[str, Any]]:
-    """The native reference over the transports of the suite's timed experiments (all
-    that have a C equivalent if it has none): its rounds, and what metadata.json says."""
-    transports = list(dict.fromkeys(t for t in suite.transports() if t in native.MECHANISMS)) \
-        or list(native.MECHANISMS)
-    runner = Runner(suite.settings, prefix, console)  # its cases measured as the suite does
+def hold_against_native(suite: Suite, runner: Runner, prefix: str, rounds: int,
+                        console: Console) -> tuple[pd.DataFrame | None, dict[str, Any]]:
+    """The native reference over the suite's transports, on the CPU its same-cpu cases
+    ran on, their cases measured as the suite measures them: its rounds, and what
+    metadata.json says (measured; unavailable, or failed, with the reason). Never raises
+    but for an interrupt: the run's own measurements are saved already."""
+    transports = [t for t in suite.transports() if t != "call"]
+    if not any(t in native.MECHANISMS for t in transports):
+        reason = "none of the suite's transports has a C equivalent"
+        console.print(f"ipcbench: native reference skipped: {reason}")
+        return None, {"status": "unavailable", "reason": reason}
 
     def suite_ns(case: Case) -> float:
         result = runner.run_case(case)
@@ -328,11 +335,15 @@ def hold_against_native(suite: Suite, prefix: str, rounds: int, console: Console
         return float(np.median(values))
 
     try:
-        held = native.measure(suite_ns, transports, rounds,
+        held = native.measure(suite_ns, transports, rounds, cpu=runner.cpus[0],
                               progress=lambda text: console.print(f"ipcbench: {text}"))
     except native.NativeUnavailable as exc:
         console.print(f"ipcbench: native reference skipped: {exc}")
         return None, {"status": "unavailable", "reason": str(exc)}
+    except Exception as exc:  # the run is saved: say what failed, keep it
+        reason = f"{type(exc).__name__}: {exc}"
+        console.print(f"ipcbench: the native reference failed ({reason}); the run is kept")
+        return None, {"status": "failed", "reason": reason}
     finally:
         runner.abort()
         cleanup(prefix, include_live_runs=True)

@@ -26,6 +26,8 @@ import signal
 import tempfile
 import threading
 import time
+from collections.abc import Callable
+from functools import partial
 
 import posix_ipc
 import pytest
@@ -54,6 +56,16 @@ def sizes_for(transport: Transport, placement: str) -> list[int]:
     if limit <= SIZES[-1] and transport.refuse(limit, where) is None:
         sizes.add(limit)
     return sorted(sizes)
+
+
+def _reversed(request: Buffer) -> bytes:
+    """A reply the server must read the request to make: over a shared area, echo's reply
+    is the client's own bytes, which would pass even if nothing were shared."""
+    return bytes(request)[::-1]
+
+
+def _handler(handler: Callable[[Buffer], Buffer]) -> Callable[[Buffer], Buffer]:
+    return handler
 
 
 def _slow_echo(request: Buffer) -> Buffer:
@@ -91,13 +103,16 @@ class TransportContract:
         assert 0 in sizes and len(sizes) >= 4, f"carries too few sizes here: {sizes}"
         with Supervisor(ipcbench_names, placement=placement, timeout=5) as sup:
             for size in sizes:
-                channel = sup.start(transport, size, lambda: echo)
-                for _ in range(3):
-                    request = os.urandom(size)
-                    channel.send(request)
-                    reply = bytes(channel.recv())
-                    assert len(reply) == size
-                    assert hashlib.sha256(reply).digest() == hashlib.sha256(request).digest()
+                for handler in (echo, _reversed):
+                    channel = sup.start(transport, size, partial(_handler, handler))
+                    for _ in range(3):
+                        request = os.urandom(size)
+                        channel.send(request)
+                        reply = bytes(channel.recv())
+                        assert len(reply) == size
+                        expected = request if handler is echo else request[::-1]
+                        assert hashlib.sha256(reply).digest() == \
+                            hashlib.sha256(expected).digest()
 
     @pytest.mark.parametrize("size", [0, 64, 8192])
     def test_timed_ops_keep_frames_aligned(self, contract, size, ipcbench_names,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -63,8 +64,8 @@ def build() -> Path:
         return binary
     binary.parent.mkdir(parents=True, exist_ok=True)
     partial = binary.with_name(f".{binary.name}.{os.getpid()}")
-    try:
-        done = subprocess.run([cc, "-O2", "-o", str(partial), str(SOURCE), "-lrt"],
+    try:  # $CC may carry arguments ("ccache gcc")
+        done = subprocess.run([*shlex.split(cc), "-O2", "-o", str(partial), str(SOURCE), "-lrt"],
                               capture_output=True, text=True)
     except OSError as exc:
         raise NativeUnavailable(f"the C compiler {cc} cannot run ({exc.strerror})") from None
@@ -80,12 +81,22 @@ def round_trip(binary: Path, mechanism: str, cpu: int, payload: int,
                iterations: int) -> float | str:
     """One native run's round trip in ns, or why it cannot run here."""
     command = [str(binary), mechanism, str(cpu), str(cpu), str(payload), str(iterations)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
-    if done.returncode == UNSUPPORTED:
-        return done.stderr.strip().removeprefix("unsupported: ") or "unsupported here"
-    if done.returncode != 0:
-        raise RuntimeError(f"native {mechanism} failed: {done.stderr.strip()}")
-    return float(json.loads(done.stdout)["round_trip_ns"])
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) as proc:
+        try:
+            out, err = proc.communicate(timeout=RUN_TIMEOUT_S)
+        except BaseException:  # a timeout, an interrupt: SIGTERM, so it removes its
+            proc.terminate()   # SysV objects (IPC_PRIVATE: nothing could find them later)
+            try:
+                proc.wait(timeout=5)
+            finally:
+                proc.kill()
+            raise
+    if proc.returncode == UNSUPPORTED:
+        return err.strip().removeprefix("unsupported: ") or "unsupported here"
+    if proc.returncode != 0:
+        raise RuntimeError(f"native {mechanism} failed: {err.strip()}")
+    return float(json.loads(out)["round_trip_ns"])
 
 
 @dataclass

@@ -181,12 +181,16 @@ NATIVE_NOTE = (
 
 def native_section(run: RunData) -> Section | None:
     info = run.metadata.get("native_reference")
-    if not info:
+    if not isinstance(info, dict) or not info:
         return None
-    if info.get("status") == "unavailable":
-        return _section(NATIVE_TITLE, (["native reference"], [[f"skipped: {info['reason']}"]]))
-    return _section(NATIVE_TITLE, native.report_rows(run.native, info.get("skipped", {})),
-                    note=NATIVE_NOTE)
+    status, reason = info.get("status"), info.get("reason") or "no reason noted"
+    if status != "measured":
+        verdict = "failed" if status == "failed" else "skipped"
+        return _section(NATIVE_TITLE, (["native reference"], [[f"{verdict}: {reason}"]]))
+    skipped = info.get("skipped")
+    return _section(NATIVE_TITLE, native.report_rows(
+        run.native, {str(k): str(v) for k, v in skipped.items()}
+        if isinstance(skipped, dict) else {}), note=NATIVE_NOTE)
 
 
 def build_report(run: RunData) -> Report:

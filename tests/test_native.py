@@ -114,3 +114,13 @@ def test_without_a_compiler_the_run_says_why(tmp_path):
     assert not (out / "native.csv").exists()
     report = (out / "report.md").read_text()
     assert "Suite / native" in report and "cannot run" in report
+
+
+def test_native_rounds_below_one_is_refused(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "harness", "run", "--suite", "quick", "--native-reference",
+         "--native-rounds", "0", "--out", str(tmp_path / "out"), "--no-history"],
+        capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip() == "ipcbench: error: --native-rounds must be at least 1"
+    assert not (tmp_path / "out").exists()

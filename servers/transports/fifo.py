@@ -47,7 +47,11 @@ class FifoLink(PipeLink):
                 raise
         finally:
             remove_folder(self._folder)
-        super().__init__(payload, pipes=(c2s, s2c))
+        try:
+            super().__init__(payload, pipes=(c2s, s2c))
+        except OSError:  # F_SETPIPE_SZ refused: the fifos go with the error
+            close_fds(*c2s, *s2c)
+            raise
 
 
 class FifoTransport(Transport):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import mmap
+import os
 import platform
 from collections.abc import Callable
 from functools import partial
@@ -34,7 +35,10 @@ from servers.transports.base import (
 )
 from servers.transports.shm import AreaChannel, SharedArea, shm_capacity
 
-SYS_FUTEX = {"x86_64": 202, "aarch64": 98, "riscv64": 98, "ppc64le": 221, "s390x": 238}
+# x86-64 only: its stores are seen in order, so the frame written before the futex word
+# is there when the peer sees the word. A weakly ordered CPU would need a barrier that
+# Python cannot make; there the transport is refused with the reason.
+SYS_FUTEX = {"x86_64": 202}
 FUTEX_WAIT, FUTEX_WAKE = 0, 1
 HEADER = 8  # two 32-bit futex words ahead of the frame: [to server, to client]
 Syscall = Callable[..., int]
@@ -80,19 +84,29 @@ class Doorbell:
     def wait(self) -> None:
         word, sleep, args = self._word, self._sleep, (self._forever, self._null, self._zero)
         while not word.value:  # EAGAIN (rung already), EINTR, a spurious wake: look again
-            if sleep(*args) == -1 and ctypes.get_errno() == errno.EINVAL:
-                raise OSError(errno.EINVAL, "futex wait refused")
+            if sleep(*args) == -1:
+                _check(ctypes.get_errno())
         word.value = 0
 
     def wait_checked(self) -> None:
         word, sleep, args = self._word, self._sleep, (self._bounded, self._null, self._zero)
         while not word.value:
-            if sleep(*args) == -1 and ctypes.get_errno() == errno.ETIMEDOUT:
-                raise PeerTimeout("no doorbell within the timeout (a futex gives no EOF)")
+            if sleep(*args) == -1:
+                err = ctypes.get_errno()
+                if err == errno.ETIMEDOUT:
+                    raise PeerTimeout("no doorbell within the timeout (a futex gives no EOF)")
+                _check(err)
         word.value = 0
 
     def release(self) -> None:
         del self._word  # the mapping cannot close while a ctypes view holds it
+
+
+def _check(err: int) -> None:
+    """A wait may end early (EAGAIN: rung already; EINTR: a signal) and look again; any
+    other error (ENOSYS under seccomp, EFAULT) would loop for ever: raise it."""
+    if err not in (errno.EAGAIN, errno.EINTR, 0):
+        raise OSError(err, f"futex wait: {os.strerror(err)}")
 
 
 class FutexChannel(AreaChannel):

@@ -10,6 +10,7 @@ is what these two transports show.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import queue
 from collections.abc import Callable
 
@@ -24,13 +25,22 @@ from servers.transports.base import (
     Send,
     Transport,
 )
-from servers.transports.sockets import wmem_max
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
 
 FORK = multiprocessing.get_context("fork")
+CONNECTION_SPARE = 1 << 12  # the length header and the kernel's bookkeeping per write
+
+
+def wmem_default(default: int = 212_992) -> int:
+    """The socket buffer a Pipe's sockets get (net.core.wmem_default)."""
+    try:
+        with open("/proc/sys/net/core/wmem_default") as limit:
+            return int(limit.read())
+    except (OSError, ValueError):
+        return default
 QUEUE_LIMIT = 1 << 28  # items are pickled whole in memory: a bound, not a kernel limit
 
 
@@ -97,7 +107,9 @@ class MpPipeTransport(Transport):
     name = "mp-pipe"
 
     def max_payload(self) -> int:
-        return wmem_max()  # a loopback writes a whole frame into the socket pair first
+        # A loopback writes a whole frame into the socket pair before reading it, and a
+        # Pipe's sockets keep the default buffer (net.core.wmem_default), less its header.
+        return wmem_default() - CONNECTION_SPARE
 
     def open(self, names: Names, payload: int, timeout: float) -> Link:
         return MpPipeLink(payload, timeout)
@@ -110,6 +122,7 @@ class QueueChannel(Channel):
         self.payload = payload
         self._outbox, self._inbox = outbox, inbox
         self._timeout = timeout
+        self._owner = os.getpid()
 
     def prepare(self, data: Buffer) -> Buffer:
         return bytes(data)  # an item is pickled: a memoryview is not picklable
@@ -132,14 +145,19 @@ class QueueChannel(Channel):
             put(handler(get()))
 
     def close(self) -> None:
-        for q in (self._outbox, self._inbox):
-            q.cancel_join_thread()  # exit without waiting to flush to a reader that is gone
-            q.close()
+        # Only where the channel was made: multiprocessing resets a queue after fork only
+        # in its own Process, so a forked copy's close could wait on a lock the parent's
+        # feeder thread held at fork. A copy is dropped; its fds go with the process.
+        if os.getpid() == self._owner:
+            for q in (self._outbox, self._inbox):
+                q.cancel_join_thread()  # exit without flushing to a reader that is gone
+                q.close()
 
 
 class MpQueueLink(Link):
     def __init__(self, payload: int, timeout: float) -> None:
         self._payload, self._timeout = payload, timeout
+        self._owner = os.getpid()
         self._c2s: multiprocessing.queues.Queue[Buffer] = FORK.Queue()
         self._s2c: multiprocessing.queues.Queue[Buffer] = FORK.Queue()
 
@@ -153,9 +171,10 @@ class MpQueueLink(Link):
         return self.client(), self.server()
 
     def close(self) -> None:
-        for q in (self._c2s, self._s2c):
-            q.cancel_join_thread()
-            q.close()
+        if os.getpid() == self._owner:  # as QueueChannel.close
+            for q in (self._c2s, self._s2c):
+                q.cancel_join_thread()
+                q.close()
 
 
 class MpQueueTransport(Transport):

@@ -4,8 +4,13 @@
 Each direction has its own signal (to the server SIGRTMIN, to the client SIGRTMIN+1),
 blocked in the process that takes an end, so it queues until that process waits for it
 instead of running a handler. A process learns its peer's pid from the area's header,
-where each end writes its own when it is taken. A dead peer shows as ESRCH on the
-next ring, or as the wait's timeout.
+where each end writes its own when it is taken. A dead peer shows as the wait's
+timeout (a killed peer stays a zombie until reaped, so a ring does not fail), or as
+ESRCH once it is reaped.
+
+A process-directed signal goes to any thread that does not block it, and a real-time
+signal's default action ends the process: an end is taken only in a process with one
+thread (the worker and its servers), where the mask blocks it for the whole process.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import os
 import signal
 import struct
+import threading
 import time
 from functools import partial
 
@@ -61,6 +67,9 @@ class SignalChannel(AreaChannel):
         Again in a process that uses an end another one took (a chain's next hop is
         taken by the supervisor and used by the server it forks)."""
         if self._claimed_by != (pid := os.getpid()):
+            if threading.active_count() > 1:
+                raise RuntimeError("the signal transport needs a process with one thread: "
+                                   "another thread would take its doorbell and die of it")
             signal.pthread_sigmask(signal.SIG_BLOCK, {self._ring_signal, self._wait_signal})
             if not self._claimed_by:
                 drain(self._wait_signal)  # a ring the last channel's peer sent as it went

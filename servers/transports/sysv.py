@@ -70,9 +70,12 @@ def listed(kind: str) -> Iterator[tuple[int, int, int]]:
 
 def wait_blocking(wait: Callable[[], T], timeout: float, what: str) -> T:
     """``wait()`` (a blocking call with no timeout of its own: msgrcv) bounded by an
-    interval timer: SIGALRM interrupts it after ``timeout``. A timer already running (a
-    batch's watchdog, pytest-timeout) bounds the wait itself if it is due first; else it
-    is put back afterwards, less the time spent, with its handler."""
+    interval timer whose SIGALRM handler raises PeerTimeout (sysv_ipc waits again after
+    a signal whose handler returns, so the handler must raise to end the wait). A timer
+    already running (a batch's watchdog, pytest-timeout) bounds the wait itself if it is
+    due first; else it is put back afterwards, less the time spent, with its handler.
+    A timer that fires between msgrcv's return and its cancelling would drop that
+    message: a window of a few instructions against a timeout of seconds."""
     remaining = signal.getitimer(signal.ITIMER_REAL)[0]
     if 0 < remaining <= timeout:
         return wait()
@@ -86,6 +89,8 @@ def wait_blocking(wait: Callable[[], T], timeout: float, what: str) -> T:
     signal.setitimer(signal.ITIMER_REAL, timeout)
     try:
         return wait()
+    except sysv_ipc.ExistentialError:
+        raise  # the queue is gone: the caller says so
     except sysv_ipc.Error as exc:  # "Signaled while waiting": the handler's error follows
         raise PeerTimeout(message) from exc
     finally:

@@ -46,7 +46,13 @@ class ZmqChannel(Channel):
             for option, value in ((zmq.RCVTIMEO, ms), (zmq.SNDTIMEO, ms), (zmq.LINGER, 0),
                                   (zmq.RECONNECT_IVL, 1)):
                 sock.setsockopt(option, value)
-            (sock.bind if self._bind else sock.connect)(self._endpoint)
+            try:
+                (sock.bind if self._bind else sock.connect)(self._endpoint)
+            except zmq.ZMQError:  # a path over the 107 bytes a Unix socket takes, say
+                sock.close(linger=0)
+                self._context.term()
+                self._context = None
+                raise
             self._sock, self._opened_by = sock, os.getpid()
         return self._sock
 
