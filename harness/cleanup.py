@@ -203,17 +203,23 @@ def _remove_journaled(journal: Path, dry_run: bool) -> list[str]:
             removed.append(f"mq:{name}")
         elif kind in sysv.PROC_TABLES:
             sysv_keys.setdefault(kind, set()).add(sysv.key_of(name))
-    return removed + _remove_sysv(sysv_keys, dry_run)
+    noted = read_stage_record(stage_record(run.lstrip("/")))
+    since = int(noted.started) if noted is not None and noted.started is not None else 0
+    return removed + _remove_sysv(sysv_keys, since, dry_run)
 
 
-def _remove_sysv(keys: dict[str, set[int]], dry_run: bool) -> list[str]:
-    """The SysV objects of ours whose keys the journal's names give, found where ``ipcs``
-    finds them and removed by id."""
+def _remove_sysv(keys: dict[str, set[int]], since: int, dry_run: bool) -> list[str]:
+    """The SysV objects whose keys the journal's names give, made by our uid and not
+    before the run started (``since``, where its stage record says), found where ``ipcs``
+    finds them and removed by id. A name is journaled before its object is made, so a
+    key that was taken already is in the journal too: what holds it is older than the
+    run, and is left alone."""
     removed = []
     for kind, wanted in keys.items():
-        for key, ident, uid in sysv.listed(kind):
-            if key in wanted and uid == os.geteuid() and (dry_run or sysv.remove(kind, ident)):
-                removed.append(f"{kind}:{key:#010x} (id {ident})")
+        for found in sysv.listed(kind):
+            if found.key in wanted and found.creator_uid == os.geteuid() \
+                    and found.changed >= since and (dry_run or sysv.remove(kind, found.ident)):
+                removed.append(f"{kind}:{found.key:#010x} (id {found.ident})")
     return removed
 
 

@@ -238,7 +238,7 @@ def leftovers(prefix: str, entries: list[tuple[str, str]]) -> list[str]:
                 pass
         elif kind in sysv.PROC_TABLES:
             key = sysv.key_of(name)
-            found += [f"{kind} {key:#x}" for k, _, _ in sysv.listed(kind) if k == key]
+            found += [f"{kind} {key:#x}" for found in sysv.listed(kind) if found.key == key]
     return found
 
 

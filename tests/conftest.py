@@ -74,7 +74,7 @@ def sysv_objects(journal: Path, remove: bool = False) -> list[str]:
             if kind in sysv.PROC_TABLES}
     found = []
     for kind in sysv.PROC_TABLES:
-        for key, ident, _uid in sysv.listed(kind):
+        for key, ident, _uid, _changed in sysv.listed(kind):
             if (kind, key) in keys:
                 found.append(f"{kind} key {key:#x} id {ident}")
                 if remove:

@@ -264,7 +264,7 @@ def test_kill_9_then_cleanup_leaves_nothing(tmp_path, slow_run):
     assert queue_name.lstrip("/") in done.stdout
     for kind, name in sysv_names.items():
         key = sysv.key_of(name)
-        assert all(k != key for k, _, _ in sysv.listed(kind)), f"{kind} {name} left"
+        assert all(found.key != key for found in sysv.listed(kind)), f"{kind} {name} left"
     assert not journal_path(prefix).exists()
     assert not stage.exists(), "the unfinished run folder is removed too"
     assert not folder.exists(), "and a probe's scratch folder"
@@ -379,3 +379,27 @@ def test_html_report_renders_in_a_headless_browser(tiny_run, tmp_path):
 def test_every_command_explains_itself(command):
     done = ipcbench(command, "--help")
     assert done.returncode == 0 and "usage: ipcbench" in done.stdout, done.stderr
+
+
+def test_a_sysv_key_held_before_the_run_is_left_alone(tmp_path):
+    """A journaled name whose key was taken already (its create failed and was retried
+    under another name) must not cost the key's holder its object."""
+    from harness.cleanup import sweep
+    from harness.ipcnames import stage_record
+    from harness.names import new_run_prefix
+
+    prefix = new_run_prefix()
+    name = f"/{prefix}0-00000000-c2s"
+    key = sysv.key_of(name)
+    holder = sysv_ipc.MessageQueue(key, sysv_ipc.IPC_CREX, 0o600)  # made before the run
+    record = stage_record(prefix)
+    try:
+        journal_path(prefix).write_text(f"{Kind.SYSV_MSG} {name}\n")
+        record.write_text(json.dumps({"stage": str(tmp_path / f".out.partial-{os.getpid()}"),
+                                      "pid": os.getpid(), "started": time.time() + 30}))
+        sweep(prefix)
+        assert any(found.key == key for found in sysv.listed(Kind.SYSV_MSG))
+    finally:
+        holder.remove()
+        record.unlink(missing_ok=True)
+        journal_path(prefix).unlink(missing_ok=True)

@@ -17,6 +17,7 @@ import signal
 import time
 import zlib
 from collections.abc import Callable, Iterator
+from typing import NamedTuple
 
 import sysv_ipc
 
@@ -54,16 +55,24 @@ def remove(kind: str, ident: int) -> bool:
     return True
 
 
-def listed(kind: str) -> Iterator[tuple[int, int, int]]:
-    """(key, id, owner uid) of every object of ``kind``, as ``ipcs`` lists them."""
+class Listed(NamedTuple):
+    key: int
+    ident: int
+    creator_uid: int
+    changed: int  # ctime: when it was made (or last IPC_SET), seconds since the epoch
+
+
+def listed(kind: str) -> Iterator[Listed]:
+    """Every object of ``kind``, as ``ipcs`` lists them."""
     try:
         with open(PROC_TABLES[kind]) as table:
             header = table.readline().split()
-            at_key, at_id, at_uid = header.index("key"), 1, header.index("uid")
+            at = {name: header.index(name) for name in ("key", "cuid", "ctime")}
             for line in table:
                 fields = line.split()
                 # the kernel prints a key as a signed int; keys are unsigned here
-                yield int(fields[at_key]) & 0xFFFFFFFF, int(fields[at_id]), int(fields[at_uid])
+                yield Listed(int(fields[at["key"]]) & 0xFFFFFFFF, int(fields[1]),
+                             int(fields[at["cuid"]]), int(fields[at["ctime"]]))
     except OSError:
         return
 
