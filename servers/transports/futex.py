@@ -18,12 +18,9 @@ import platform
 from collections.abc import Callable
 from functools import partial
 
-import posix_ipc
-
 from servers.transports.base import (
     Buffer,
     Channel,
-    Kind,
     Link,
     Names,
     PeerTimeout,
@@ -31,9 +28,8 @@ from servers.transports.base import (
     Recv,
     Send,
     Transport,
-    create_new,
 )
-from servers.transports.shm import AreaChannel, SharedArea, shm_capacity
+from servers.transports.shm import AreaChannel, HeaderedAreaLink, shm_capacity
 
 # x86-64 only: its stores are seen in order, so the frame written before the futex word
 # is there when the peer sees the word. A weakly ordered CPU would need a barrier that
@@ -127,29 +123,17 @@ class FutexChannel(AreaChannel):
             doorbell.release()
 
 
-class FutexLink(Link):
+class FutexLink(HeaderedAreaLink):
+    header = HEADER
+
     def __init__(self, names: Names, payload: int, timeout: float, syscall: Syscall) -> None:
-        self._payload, self._timeout, self._syscall = payload, timeout, syscall
-        self._area = create_new(names, Kind.SHM, "area",
-                                partial(SharedArea, size=HEADER + payload),
-                                posix_ipc.ExistentialError)
+        self._syscall = syscall
+        super().__init__(names, payload, timeout)
 
-    def _channel(self, ring_at: int, wait_at: int) -> Channel:
+    def _end(self, server: bool) -> Channel:
+        ring_at, wait_at = (4, 0) if server else (0, 4)  # the words: [to server, to client]
         bell = partial(Doorbell, self._area.map, syscall=self._syscall, timeout=self._timeout)
-        frame = memoryview(self._area.map)[HEADER : HEADER + self._payload]
-        return FutexChannel(frame, bell(ring_at), bell(wait_at))
-
-    def client(self) -> Channel:
-        return self._channel(0, 4)
-
-    def server(self) -> Channel:
-        return self._channel(4, 0)
-
-    def loopback(self) -> tuple[Channel, Channel]:
-        return self.client(), self.server()
-
-    def close(self) -> None:
-        self._area.close()
+        return FutexChannel(self._views()[1], bell(ring_at), bell(wait_at))
 
 
 class FutexTransport(Transport):

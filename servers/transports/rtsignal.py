@@ -22,12 +22,9 @@ import threading
 import time
 from functools import partial
 
-import posix_ipc
-
 from servers.transports.base import (
     Buffer,
     Channel,
-    Kind,
     Link,
     Names,
     PeerGone,
@@ -35,9 +32,8 @@ from servers.transports.base import (
     Recv,
     Send,
     Transport,
-    create_new,
 )
-from servers.transports.shm import AreaChannel, SharedArea, shm_capacity
+from servers.transports.shm import AreaChannel, HeaderedAreaLink, shm_capacity
 
 TO_SERVER, TO_CLIENT = signal.SIGRTMIN, signal.SIGRTMIN + 1
 HEADER = 8  # the client's pid, then the server's (int32 each), ahead of the frame
@@ -127,29 +123,14 @@ def _gone() -> None:
     raise PeerGone("the channel is closed")
 
 
-class SignalLink(Link):
-    def __init__(self, names: Names, payload: int, timeout: float) -> None:
-        self._payload, self._timeout = payload, timeout
-        self._area = create_new(names, Kind.SHM, "area",
-                                partial(SharedArea, size=HEADER + payload),
-                                posix_ipc.ExistentialError)
+class SignalLink(HeaderedAreaLink):
+    header = HEADER
 
-    def _channel(self, mine: int, ring_signal: int, wait_signal: int) -> Channel:
-        view = memoryview(self._area.map)
-        return SignalChannel(view[HEADER : HEADER + self._payload], view[:HEADER], mine,
-                             PID.size - mine, ring_signal, wait_signal, self._timeout)
-
-    def client(self) -> Channel:
-        return self._channel(0, TO_SERVER, TO_CLIENT)
-
-    def server(self) -> Channel:
-        return self._channel(PID.size, TO_CLIENT, TO_SERVER)
-
-    def loopback(self) -> tuple[Channel, Channel]:
-        return self.client(), self.server()
-
-    def close(self) -> None:
-        self._area.close()
+    def _end(self, server: bool) -> Channel:
+        mine, ring, wait = (PID.size, TO_CLIENT, TO_SERVER) if server else \
+            (0, TO_SERVER, TO_CLIENT)
+        header, frame = self._views()
+        return SignalChannel(frame, header, mine, PID.size - mine, ring, wait, self._timeout)
 
 
 class SignalTransport(Transport):

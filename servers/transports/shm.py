@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import mmap
 import os
+from abc import abstractmethod
 from collections.abc import Callable
 from functools import partial
 from itertools import repeat, starmap
@@ -153,6 +154,41 @@ class ShmLink(Link):
     def close(self) -> None:
         for sem in (self._to_server, self._to_client):
             sem.close()
+        self._area.close()
+
+
+class HeaderedAreaLink(Link):
+    """One shared area, ``header`` bytes then the frame, for transports whose doorbell
+    state lives in that header (spinning flags, futex words, pids): a subclass says
+    what each end speaks over it (``_end``)."""
+
+    header = 0
+    tag = "area"
+
+    def __init__(self, names: Names, payload: int, timeout: float) -> None:
+        self._payload, self._timeout = payload, timeout
+        self._area = create_new(names, Kind.SHM, self.tag,
+                                partial(SharedArea, size=self.header + payload),
+                                posix_ipc.ExistentialError)
+
+    def _views(self) -> tuple[memoryview, memoryview]:
+        """(header, frame) of the area."""
+        whole = memoryview(self._area.map)
+        return whole[: self.header], whole[self.header : self.header + self._payload]
+
+    @abstractmethod
+    def _end(self, server: bool) -> Channel: ...
+
+    def client(self) -> Channel:
+        return self._end(server=False)
+
+    def server(self) -> Channel:
+        return self._end(server=True)
+
+    def loopback(self) -> tuple[Channel, Channel]:
+        return self.client(), self.server()
+
+    def close(self) -> None:
         self._area.close()
 
 

@@ -10,22 +10,17 @@ from __future__ import annotations
 
 import os
 import time
-from functools import partial
-
-import posix_ipc
 
 from servers.transports.base import (
     Buffer,
     Channel,
-    Kind,
     Link,
     Names,
     PeerTimeout,
     Placement,
     Transport,
-    create_new,
 )
-from servers.transports.shm import SharedArea, shm_capacity
+from servers.transports.shm import HeaderedAreaLink, shm_capacity
 
 FLAG_C2S = 0  # offsets in 8-byte words; the two flags sit on separate cache lines
 FLAG_S2C = 8
@@ -74,35 +69,16 @@ class SpinChannel(Channel):
             view.release()
 
 
-class SpinLink(Link):
-    def __init__(self, names: Names, payload: int, timeout: float) -> None:
-        self._payload = payload
-        self._timeout = timeout
-        self._area = create_new(names, Kind.SHM, "spin",
-                                partial(SharedArea, size=DATA_OFFSET + payload),
-                                posix_ipc.ExistentialError)
+class SpinLink(HeaderedAreaLink):
+    header = DATA_OFFSET
+    tag = "spin"
 
-    def _channel(self, out_word: int, in_word: int) -> Channel:
-        whole = memoryview(self._area.map)
-        words = whole[:DATA_OFFSET].cast("Q")
-        return SpinChannel(
-            whole[DATA_OFFSET : DATA_OFFSET + self._payload],
-            words[out_word : out_word + 1],
-            words[in_word : in_word + 1],
-            self._timeout,
-        )
-
-    def client(self) -> Channel:
-        return self._channel(FLAG_C2S, FLAG_S2C)
-
-    def server(self) -> Channel:
-        return self._channel(FLAG_S2C, FLAG_C2S)
-
-    def loopback(self) -> tuple[Channel, Channel]:
-        return self.client(), self.server()
-
-    def close(self) -> None:
-        self._area.close()
+    def _end(self, server: bool) -> Channel:
+        out_word, in_word = (FLAG_S2C, FLAG_C2S) if server else (FLAG_C2S, FLAG_S2C)
+        header, frame = self._views()
+        words = header.cast("Q")
+        return SpinChannel(frame, words[out_word : out_word + 1], words[in_word : in_word + 1],
+                           self._timeout)
 
 
 class SpinTransport(Transport):
