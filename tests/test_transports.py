@@ -99,7 +99,7 @@ def test_a_plugged_in_transport_passes_the_contract(tmp_path):
     assert int(summary.split(" passed")[0].split()[-1]) >= 8, summary
 
 
-def test_a_plugged_in_transport_is_listed_and_measured(tmp_path):
+def test_a_plugged_in_transport_is_listed_beside_the_built_in_ones(tmp_path):
     install_plugin(tmp_path)
     listed = subprocess.run(
         [sys.executable, "-c",
