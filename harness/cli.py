@@ -10,6 +10,7 @@ import signal
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from importlib.metadata import entry_points
@@ -27,9 +28,11 @@ from harness import (
     baseline,
     cputopology,
     history,
+    historydb,
     native,
     outfolder,
     reference,
+    runfolder,
 )
 from harness.cleanup import cleanup, sweep
 from harness.compare import (
@@ -40,9 +43,11 @@ from harness.compare import (
     machine_differences,
 )
 from harness.console import (
+    SERIES_SHOWN,
     print_comparison,
     print_findings,
     print_history,
+    print_machine_comparison,
     print_topology,
     summary_console,
 )
@@ -50,7 +55,16 @@ from harness.disturbance import LIMIT, run_disturbance
 from harness.doctor import WARN, diagnose
 from harness.errors import UsageError
 from harness.export import export as export_runs
-from harness.metadata import fingerprint, git_commit, nominal_mhz, pyperf_metadata
+from harness.export import write_csv
+from harness.fleet import compare_machines, write_fleet_report
+from harness.metadata import (
+    MACHINE_NAME_VARIABLE,
+    describe_machine,
+    git_commit,
+    machine_name,
+    nominal_mhz,
+    pyperf_metadata,
+)
 from harness.model import analyze, draw
 from harness.names import new_run_prefix
 from harness.outfolder import free_name, staged_folder
@@ -86,9 +100,9 @@ def build_parser() -> Parser:
     run.add_argument("--out", type=Path,
                      help="run folder to create (default: results/<time>-<suite>)")
     run.add_argument("--only", help="comma-separated experiments of the suite to run")
-    run.add_argument("--history", type=Path, default=history.DEFAULT_PATH,
-                     help=f"SQLite file the run is appended to (default: {history.DEFAULT_PATH})")
-    run.add_argument("--no-history", action="store_true", help="do not append to the history")
+    add_history_option(run, "the history the run is stored in")
+    run.add_argument("--no-history", action="store_true", help="do not store the run")
+    add_machine_name(run)
     run.add_argument("--native-reference", action="store_true",
                      help="also hold each transport's same-cpu 64 B round trip against C "
                           "doing the same (needs a C compiler; else skipped with the reason)")
@@ -97,15 +111,39 @@ def build_parser() -> Parser:
     add_keep_disturbed(run)
     run.set_defaults(func=cmd_run)
 
-    trend = commands.add_parser("history", help="trend per case over the stored runs, "
-                                "with change points")
-    trend.add_argument("--history", type=Path, default=history.DEFAULT_PATH)
-    trend.add_argument("--machine", help="machine id (default: this machine's)")
+    trend = commands.add_parser("history", help="trend per case and machine over the stored "
+                                "runs, with change points; or two machines side by side")
+    add_history_option(trend, "the history to read")
+    add_history_filters(trend)
     trend.add_argument("--threshold", type=float, default=5.0,
                        help="smallest change that counts, in percent (default: 5)")
-    trend.add_argument("--plots", type=Path, default=Path("results") / "history-plots",
-                       help="folder for a PNG per flagged series")
+    trend.add_argument("--plots", type=Path, metavar="DIR",
+                       help="also draw a PNG per series with a change point, in DIR")
+    trend.add_argument("--all", action="store_true", dest="every",
+                       help="list every series, not only those with change points, when "
+                            f"there are more than {SERIES_SHOWN}")
+    trend.add_argument("--compare-machines", nargs=2, metavar=("A", "B"),
+                       help="the latest runs of machines A and B side by side, as ratios B/A "
+                            "(a description, not a regression gate)")
     trend.set_defaults(func=cmd_history)
+
+    store = commands.add_parser("store", help="store run folders in the history (a fleet's "
+                                "database, say); a run stored before is stored once")
+    store.add_argument("runs", type=Path, nargs="+", metavar="RUN")
+    add_history_option(store, "the history to store in")
+    store.add_argument("--machine-name", help="name for the machine of a folder written "
+                       "before runs recorded one (default: its fingerprint hash)")
+    store.set_defaults(func=cmd_store)
+
+    fleet = commands.add_parser("fleet-report", help="one offline HTML page of the fleet: per "
+                                "case a line per machine over time, and the machines")
+    fleet.add_argument("--out", type=Path, required=True,
+                       help="folder to write index.html and its plots in")
+    add_history_option(fleet, "the history to read")
+    add_history_filters(fleet)
+    fleet.add_argument("--threshold", type=float, default=5.0,
+                       help="smallest change that counts, in percent (default: 5)")
+    fleet.set_defaults(func=cmd_fleet_report)
 
     fit = commands.add_parser("fit", help="refit model.csv and the report from saved samples")
     fit.add_argument("folder", type=Path)
@@ -154,9 +192,14 @@ def build_parser() -> Parser:
     save.add_argument("folder", type=Path)
     save.set_defaults(func=cmd_baseline_save)
 
-    export = commands.add_parser("export", help="merge runs into one tidy CSV")
-    export.add_argument("runs", type=Path, nargs="+", metavar="RUN")
+    export = commands.add_parser("export", help="merge runs, or the history, into one tidy CSV")
+    export.add_argument("runs", type=Path, nargs="*", metavar="RUN")
     export.add_argument("--out", type=Path, required=True, help="the CSV file to write")
+    export.add_argument("--from-history", action="store_true",
+                        help="export the history's cases (with run and machine columns) "
+                             "instead of run folders")
+    add_history_option(export, "the history --from-history reads")
+    add_history_filters(export)
     export.set_defaults(func=cmd_export)
 
     doctor = commands.add_parser("doctor", help="check this machine for what makes numbers noisy")
@@ -189,6 +232,30 @@ def build_parser() -> Parser:
                        help="only say what would be removed and killed")
     clean.set_defaults(func=cmd_cleanup)
     return parser
+
+
+def add_history_option(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--history", metavar="FILE|URL",
+                        help=f"{what}: a SQLite file or a postgresql:// URL (default: "
+                             f"${historydb.HISTORY_VARIABLE}, else {historydb.DEFAULT_PATH})")
+
+
+def add_history_filters(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--machine", action="append", default=[], metavar="NAME",
+                        help="a machine by name or fingerprint hash (again for more; "
+                             "default: every machine)")
+    parser.add_argument("--kernel", help="runs on this kernel only")
+    parser.add_argument("--suite", help="runs of this suite only")
+    parser.add_argument("--case", help="cases whose name contains this")
+
+
+def history_filters(args: argparse.Namespace) -> historydb.Filters:
+    return historydb.Filters(tuple(args.machine), args.kernel, args.suite, args.case)
+
+
+def add_machine_name(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--machine-name", help="the name the history knows this machine by "
+                        f"(default: ${MACHINE_NAME_VARIABLE}, else the host name)")
 
 
 def add_keep_disturbed(parser: argparse.ArgumentParser) -> None:
@@ -256,8 +323,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError("--native-rounds must be at least 1")
     only = [x.strip() for x in args.only.split(",") if x.strip()] if args.only else None
     suite = load_suite(args.suite, only)
+    name = machine_name(args.machine_name)
+    where = historydb.target(args.history)
     if not args.no_history:  # now, not after minutes of measuring
-        history.check(args.history, append=True)
+        historydb.check(where, write=True)
     plan = suite.plan()
     console = Console(stderr=True)
     out = args.out or default_out(suite.name)
@@ -271,7 +340,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         console.print(f"ipcbench: suite [bold]{suite.name}[/]: {len(plan.runnable)} cases, "
                       f"{len(plan.skipped)} skipped, {suite.settings.workers} workers each")
         [measured] = measure(runner, prefix, plan.runnable, [sys.executable])
-        run = RunData(run_metadata(suite, args, prefix, started), measured + plan.skipped,
+        run = RunData(run_metadata(suite, args, prefix, started, name),
+                      measured + plan.skipped,
                       keep_disturbed=args.keep_disturbed)
         run.metadata["disturbance"] = asdict(run_disturbance(measured))
         run.save(stage)  # the measurements first: nothing after this may lose them
@@ -296,15 +366,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     stored = True
     if not args.no_history:
         try:
-            run_id = history.append(args.history, out.name, run.metadata, run.results_frame(),
-                                    [c.case.name for c in run.cases], out)
-        except UsageError as exc:  # changed since the check: the run itself is safe
-            console.print(f"ipcbench: {exc}; the run is in {out} but not in the history")
+            saved = historydb.append(where, out.name, run.metadata, run.results_frame(),
+                                     [c.case.name for c in run.cases], out)
+        except UsageError as exc:  # changed since the check, or the server went away
+            console.print(f"ipcbench: {exc}; the run is in {out} but not in the history "
+                          f"(`ipcbench store {out}` stores it later)")
             stored = False
         else:
-            if run_id != out.name:
+            if saved.run_id != out.name:
                 console.print(f"ipcbench: the history holds another run named {out.name}: "
-                              f"this one is stored as {run_id}")
+                              f"this one is stored as {saved.run_id}")
     print_report(report or build_report(run), summary_console())
     failed = [c for c in run.cases if c.status == "error"]
     console.print(f"ipcbench: wrote {out}" + (f" ({len(failed)} cases failed)" if failed else ""))
@@ -357,6 +428,7 @@ def cmd_ab(args: argparse.Namespace) -> int:
     suite = load_suite(args.suite, only)
     plan = suite.plan()
     environments = [ab.environment(args.base_python), ab.environment(args.new_python)]
+    name = machine_name()
     console = Console(stderr=True)
     out = args.out or default_out(f"ab-{suite.name}")
     signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -370,13 +442,13 @@ def cmd_ab(args: argparse.Namespace) -> int:
                       f"{suite.settings.workers} worker pairs each; base {args.base_python}, "
                       f"new {args.new_python}")
         sides = measure(runner, prefix, plan.runnable, [e.python for e in environments])
-        for name, measured, env in zip(ab.SIDES, sides, environments, strict=True):
-            meta = {**run_metadata(suite, args, prefix, started), "ab_side": name,
+        for side, measured, env in zip(ab.SIDES, sides, environments, strict=True):
+            meta = {**run_metadata(suite, args, prefix, started, name), "ab_side": side,
                     "environment": env.describe(), "git_commit": env.commit,
                     "disturbance": asdict(run_disturbance(measured))}
-            (stage / name).mkdir()
+            (stage / side).mkdir()
             RunData(meta, measured + plan.skipped, keep_disturbed=args.keep_disturbed
-                    ).save(stage / name)
+                    ).save(stage / side)
         base, new = (load_samples(stage / name, args.keep_disturbed) for name in ab.SIDES)
         result = compare(base, new, threshold, normalize=args.normalize, pair=True)
         comparison_frame(result).to_csv(stage / "comparison.csv", index=False)
@@ -389,8 +461,10 @@ def cmd_ab(args: argparse.Namespace) -> int:
     return gate_status(result, args.require_power)
 
 
-def run_metadata(suite: Suite, args: argparse.Namespace, prefix: str, started: str) -> dict:
+def run_metadata(suite: Suite, args: argparse.Namespace, prefix: str, started: str,
+                 name: str) -> dict:
     return {
+        "run_uuid": str(uuid.uuid4()),  # the run's identity in a history a fleet shares
         "ipcbench_version": __version__,
         "suite": suite.name,
         "suite_description": suite.description,
@@ -404,7 +478,7 @@ def run_metadata(suite: Suite, args: argparse.Namespace, prefix: str, started: s
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "git_commit": git_commit(),
         "ipc_prefix": prefix,
-        "machine": fingerprint(),
+        "machine": describe_machine(name),
         "machine_extra": {"cpu_mhz_nominal": nominal_mhz()},
         "pyperf": pyperf_metadata(),
     }
@@ -557,6 +631,23 @@ def cmd_baseline_save(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    filtered = any((args.machine, args.kernel, args.suite, args.case))
+    if args.from_history:
+        if args.runs:
+            raise UsageError("export: give run folders or --from-history, not both")
+        where = historydb.target(args.history)
+        historydb.check(where)
+        table = historydb.export_table(where, history_filters(args))
+        if table.empty:
+            raise UsageError(f"history {where}: no runs to export{history_filters(args).said()}")
+        write_csv(table, args.out)
+        print(f"wrote {len(table)} rows from {table.run_id.nunique()} runs to {args.out}")
+        return 0
+    if not args.runs:
+        raise UsageError("export: give run folders, or --from-history")
+    if filtered or args.history:
+        raise UsageError("export: --history, --machine, --kernel, --suite and --case go with "
+                         "--from-history")
     rows = export_runs(args.runs, args.out)
     print(f"wrote {rows} rows from {len(args.runs)} runs to {args.out}")
     return 0
@@ -592,15 +683,45 @@ def cmd_topology(args: argparse.Namespace) -> int:
 
 def cmd_history(args: argparse.Namespace) -> int:
     threshold = _threshold(args.threshold)
-    if args.plots.exists() and not args.plots.is_dir():
+    if args.plots and args.plots.exists() and not args.plots.is_dir():
         raise UsageError(f"--plots {args.plots}: not a folder")
-    machine = args.machine or fingerprint()["machine_id"]
-    table = history.series(args.history, machine)
+    where = historydb.target(args.history)
+    historydb.check(where)
+    filters = history_filters(args)
+    if args.compare_machines:
+        a, b = args.compare_machines
+        print_machine_comparison(compare_machines(where, a, b, filters), summary_console())
+        return 0
+    table = historydb.series(where, filters)
     if table.empty:
-        raise UsageError(f"history {args.history}: no runs of machine {machine}")
+        raise UsageError(f"history {where}: no runs{filters.said()}")
     points = history.detect(table, threshold)
-    plots = [history.plot_series(table, p, args.plots) for p in points]
-    print_history(table, points, summary_console())
+    plots = [history.plot_series(table, group, args.plots)
+             for group in history.by_series(points)] if args.plots else []
+    print_history(table, points, summary_console(), args.every)
     for path in plots:
         print(f"plot: {path}")
+    return 0
+
+
+def cmd_store(args: argparse.Namespace) -> int:
+    """Each folder is read (and checked) before any is stored: a bad one stores nothing."""
+    where = historydb.target(args.history)
+    historydb.check(where, write=True)
+    read = [(folder, runfolder.read(folder, samples=False)) for folder in args.runs]
+    for folder, files in read:  # results.csv as it is: what the run stored, or would have
+        names = runfolder.case_names(files.results, files.parameters)
+        saved = historydb.append(where, folder.resolve().name, files.metadata, files.results,
+                                 list(names), folder, machine_name=args.machine_name)
+        said = "stored as" if saved.new else "already stored as"
+        print(f"{folder}: {said} {saved.run_id}")
+    return 0
+
+
+def cmd_fleet_report(args: argparse.Namespace) -> int:
+    threshold = _threshold(args.threshold)
+    where = historydb.target(args.history)
+    historydb.check(where)
+    machines, cases = write_fleet_report(where, args.out, history_filters(args), threshold)
+    print(f"wrote {args.out / 'index.html'}: {machines} machines, {cases} cases")
     return 0

@@ -94,4 +94,5 @@ def sample_columns(parameters: list[str]) -> list[str]:
 
 
 # The history's per-case statistics (its ``cases`` table, after ``run_id`` and ``name``).
-HISTORY_STATS = [*CASE_COLUMNS[: len(IDENTITY) + 2], *STAT_COLUMNS, *COUNTER_COLUMNS[:2]]
+HISTORY = [*CASE[: len(IDENTITY) + 2], *STATS, *COUNTERS[:2]]
+HISTORY_STATS = names(HISTORY)

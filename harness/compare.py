@@ -28,7 +28,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyperf
-from scipy import stats
 
 from harness import runfolder
 from harness.errors import UsageError
@@ -149,10 +148,14 @@ class Difference:
     def p_value(self) -> float:
         if self.se == 0:
             return 1.0 if self.delta == 0 else 0.0
+        from scipy import stats  # here: importing it costs every command half a second
+
         return float(2 * stats.t.sf(abs(self.delta) / self.se, self.df))
 
     def detectable(self, alpha: float) -> float:
         """The smallest ratio - 1 found with probability ``POWER`` at two-sided ``alpha``."""
+        from scipy import stats
+
         shift = (stats.t.ppf(1 - alpha / 2, self.df) + stats.t.ppf(POWER, self.df)) * self.se
         # Two workers of wide spread at a strict level: no change this side of infinity.
         return float(math.expm1(shift)) if shift < MAX_LOG_SHIFT else math.inf

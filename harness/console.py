@@ -16,6 +16,7 @@ from harness import units
 from harness.compare import FDR, POWER, Comparison, Verdict
 from harness.cputopology import Topology
 from harness.doctor import Finding
+from harness.fleet import MachineComparison
 from harness.history import ChangePoint
 
 VERDICT_STYLE = {"failed": "bold red", "slower": "bold red", "faster": "green", "same": "",
@@ -125,20 +126,62 @@ def print_findings(findings: list[Finding], console: Console) -> None:
     console.print(table)
 
 
-def print_history(table: pd.DataFrame, points: list[ChangePoint], console: Console) -> None:
-    flagged: dict[str, list[ChangePoint]] = {}
+SERIES_SHOWN = 60  # more series than this: only those with change points, unless --all
+
+
+def print_history(table: pd.DataFrame, points: list[ChangePoint], console: Console,
+                  every: bool = False) -> None:
+    """One row per series (a case on a machine): its runs, first and last median, trend,
+    and change points, with the kernel where it changed at one. A fleet has thousands of
+    series: past SERIES_SHOWN only the flagged ones are listed, unless ``every``."""
+    flagged: dict[tuple[str, str], list[ChangePoint]] = {}
     for point in points:
-        flagged.setdefault(point.name, []).append(point)
-    out = Table(title=f"History: {table.run_id.nunique()} runs, {len(points)} change points",
+        flagged.setdefault((point.machine, point.name), []).append(point)
+    groups = table.groupby(["name", "machine"], sort=True).indices
+    shown = groups if every or len(groups) <= SERIES_SHOWN else {
+        key: rows for key, rows in groups.items() if (key[1], key[0]) in flagged}
+    out = Table(title=f"History: {table.run_id.nunique()} runs of {table.machine.nunique()} "
+                      f"machines, {len(groups)} series, {len(points)} change points",
                 title_justify="left")
-    for name in ("case", "runs", "first", "last", "trend", "change points"):
-        out.add_column(name, justify="left" if name in ("case", "change points") else "right")
-    for name, rows in table.groupby("name", sort=True):
-        first, last = rows["median"].iloc[0], rows["median"].iloc[-1]
-        unit = str(rows.unit.iloc[0]) if "unit" in rows else "ns"
-        marks = "; ".join(f"{p.run_id}: {p.after / p.before - 1:+.1%} (z {p.z:+.1f})"
-                          for p in flagged.get(name, []))
-        out.add_row(name, str(len(rows)), units.show(first, unit), units.show(last, unit),
-                    f"{last / first - 1:+.1%}" if first else "-",
+    for name in ("case", "machine", "runs", "first", "last", "trend", "change points"):
+        out.add_column(name, justify="left" if name in ("case", "machine", "change points")
+                       else "right")
+    medians, units_of = table["median"].to_numpy(float), table.unit.astype(str).to_numpy()
+    for (name, machine), rows in shown.items():
+        first, last, unit = medians[rows[0]], medians[rows[-1]], units_of[rows[0]]
+        marks = "; ".join(
+            f"{p.run_id}: {p.after / p.before - 1:+.1%} (z {p.z:+.1f})"
+            + (f", kernel {p.kernel_before} to {p.kernel}" if p.kernel != p.kernel_before
+               else "")
+            for p in flagged.get((str(machine), str(name)), []))
+        out.add_row(str(name), str(machine), str(len(rows)), units.show(first, unit),
+                    units.show(last, unit), f"{last / first - 1:+.1%}" if first else "-",
                     f"[bold red]{marks}[/]" if marks else "")
     console.print(out)
+    if len(shown) < len(groups):
+        console.print(f"{len(groups) - len(shown)} series without a change point are not "
+                      "listed (--all lists them; --case and --machine narrow it)")
+
+
+def print_machine_comparison(result: MachineComparison, console: Console) -> None:
+    """Two machines' latest runs, case by case, as ratios: a description, not a verdict."""
+    a, b = result.runs
+    out = Table(title=f"{b.machine} / {a.machine}: latest runs {b.run_id} and {a.run_id}",
+                title_justify="left")
+    for name in ("case", a.machine, b.machine, f"{b.machine} / {a.machine}"):
+        out.add_column(str(name), justify="left" if name == "case" else "right")
+    for row in result.cases.itertuples(index=False):
+        out.add_row(str(row.name), units.show(row.a, row.unit), units.show(row.b, row.unit),
+                    f"{row.ratio:.2f}x" if math.isfinite(row.ratio) else "-")
+    console.print(out)
+    for run in result.runs:
+        console.print(f"{run.machine}: {run.cpu_model}, {run.cpu_count} CPUs "
+                      f"({run.topology}), kernel {run.kernel}, {run.virtualization}, Python "
+                      f"{run.python}; run {run.run_id} of suite {run.suite}, {run.started}")
+    only = [f"{n} only on {run.machine}" for n, run in zip(result.only, result.runs,
+                                                              strict=True) if n]
+    console.print(f"{len(result.cases)} cases on both"
+                  + (f" ({', '.join(only)})" if only else "")
+                  + f"; geometric mean {b.machine} / {a.machine}: "
+                  + f"{result.geometric_mean():.2f}x. Ratios between machines describe "
+                    "them; they are not a regression gate.")

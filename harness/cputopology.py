@@ -158,6 +158,19 @@ class Topology:
                 found[placement] = str(exc)
         return found
 
+    def summary(self) -> str:
+        """One line a fleet's machine table can show: packages, NUMA nodes, last-level
+        caches, cores and CPUs (``unknown shape`` where sysfs was unreadable)."""
+        cpus = self.cpus.values()
+        if not self.known:
+            return f"{len(self.cpus)} CPUs, unknown shape"
+        counts = [(len({c.package for c in cpus}), "package"),
+                  (len({c.node for c in cpus}), "node"),
+                  (len({(c.package, c.llc) for c in cpus}), "LLC"),
+                  (len({(c.package, c.core) for c in cpus}), "core"),
+                  (len(self.cpus), "CPU")]
+        return ", ".join(f"{n} {what}{'s' if n != 1 else ''}" for n, what in counts)
+
     def layout(self) -> list[tuple[int, int, int, int, tuple[int, ...]]]:
         """(package, die, LLC domain, node, threads) per core, in order."""
         cores = {}

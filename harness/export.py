@@ -32,6 +32,12 @@ def merged(runs: list[Path]) -> pd.DataFrame:
 def export(runs: list[Path], out: Path) -> int:
     """Write the merged table to ``out`` (complete or not at all); returns its rows."""
     table = merged(runs)
+    write_csv(table, out)
+    return len(table)
+
+
+def write_csv(table: pd.DataFrame, out: Path) -> None:
+    """``out`` written whole or not at all (beside it first, then renamed)."""
     partial = out.with_name(f".{out.name}.partial-{os.getpid()}")
     try:
         table.to_csv(partial, index=False)
@@ -39,4 +45,3 @@ def export(runs: list[Path], out: Path) -> int:
     except OSError as exc:
         partial.unlink(missing_ok=True)
         raise UsageError(f"--out {out}: cannot write there ({exc.strerror})") from None
-    return len(table)

@@ -12,6 +12,8 @@ from typing import Any
 
 import pyperf
 
+from harness.errors import UsageError
+
 FINGERPRINT_KEYS = ("cpu_model", "cpu_count", "kernel", "virtualization", "python")
 
 
@@ -55,6 +57,31 @@ def fingerprint() -> dict[str, Any]:
     }
     digest = hashlib.sha256(repr(sorted(print_.items())).encode()).hexdigest()[:12]
     return {"machine_id": digest, **print_}
+
+
+MACHINE_NAME_VARIABLE = "IPCBENCH_MACHINE_NAME"
+
+
+def machine_name(given: str | None = None) -> str:
+    """The name a fleet knows this machine by: ``--machine-name``, else
+    ``$IPCBENCH_MACHINE_NAME``, else the host name. Cloud runners get a new host name per
+    job, so they set one of the first two (as conbench's CONBENCH_MACHINE_INFO_NAME)."""
+    name = given if given is not None else os.environ.get(MACHINE_NAME_VARIABLE)
+    if name is None:
+        return platform.node() or "unnamed"
+    name = name.strip()
+    if not name or len(name) > 100 or not name.isprintable():
+        raise UsageError(f"machine name {name!r}: give 1 to 100 printable characters")
+    return name
+
+
+def describe_machine(name: str) -> dict[str, Any]:
+    """metadata.json's ``machine``: the fingerprint (``machine_id`` hashes only that), the
+    CPU topology in one line and the machine's name, neither of which is hashed, so a
+    baseline stays the same machine's when it is named or renamed."""
+    from harness.cputopology import this_machine
+
+    return {**fingerprint(), "topology": this_machine().summary(), "name": name}
 
 
 def nominal_mhz() -> float | None:

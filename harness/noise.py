@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from itertools import repeat
 
 import numpy as np
-from scipy import stats
 
 from harness.compare import FDR, POWER
 from harness.counters import CaseCounters
@@ -120,6 +119,8 @@ def detectable(spread: float, workers: int, alpha: float) -> float:
     ``workers`` workers a side whose log worker medians spread ``spread``."""
     df = 2 * workers - 2
     se = spread * np.sqrt(2 / workers)
+    from scipy import stats  # here: importing it costs every command half a second
+
     return float(np.expm1((stats.t.ppf(1 - alpha / 2, df) + stats.t.ppf(POWER, df)) * se))
 
 

@@ -244,8 +244,10 @@ def case_names(frame: pd.DataFrame, parameters: Parameters) -> pd.Series:
         return pd.Series([], index=frame.index, dtype=object)
     # One name per distinct row (a blank parameter is NaN, and NaN is no dict key).
     ids = frame.groupby(keys, dropna=False, sort=False).ngroup()
-    names = {group: case_of(frame.loc[first, keys].to_dict(), parameters).name
-             for first, group in ids.drop_duplicates().items()}
+    names: dict[int, str] = {}
+    for record, group in zip(frame[keys].to_dict("records"), ids.to_numpy(), strict=True):
+        if group not in names:  # rows as dicts at once: a row lookup each costs a millisecond
+            names[group] = case_of(record, parameters).name
     return ids.map(names).astype(object)
 
 

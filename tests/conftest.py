@@ -1,8 +1,12 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -95,3 +99,43 @@ def no_child_left() -> Iterator[None]:
     except ChildProcessError:
         pass
     assert not children, f"children were not reaped by the supervisor: {children}"
+
+
+# .ci/run sets it: there a PostgreSQL server must start, or the history tests fail.
+REQUIRE_POSTGRES = "IPCBENCH_REQUIRE_POSTGRES"
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[Any]:
+    """A real PostgreSQL server for the session (pgserver: PostgreSQL's own binaries from
+    PyPI; as root it runs them as a user of its own). Where none can start the tests that
+    need it skip and say why, unless $IPCBENCH_REQUIRE_POSTGRES is set."""
+    def unavailable(why: str) -> None:
+        if os.environ.get(REQUIRE_POSTGRES):
+            pytest.fail(f"no PostgreSQL server, and {REQUIRE_POSTGRES} is set: {why}")
+        pytest.skip(f"no PostgreSQL server: {why}")
+
+    try:
+        import pgserver
+    except ImportError as exc:
+        unavailable(f"pgserver is not installed ({exc})")
+    folder = Path(tempfile.mkdtemp(prefix="ipcbench-pg-"))
+    try:
+        server = pgserver.get_server(folder / "data", cleanup_mode="delete")
+    except Exception as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        unavailable(f"pgserver could not start one ({type(exc).__name__}: {exc})")
+    try:
+        yield server
+    finally:
+        server.cleanup()  # stops it, then removes its data
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_url(postgres_server: Any) -> Iterator[str]:
+    """A new, empty database on the session's server: its postgresql:// URL."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    postgres_server.psql(f"CREATE DATABASE {name};")
+    yield postgres_server.get_uri(name)
+    postgres_server.psql(f"DROP DATABASE {name} WITH (FORCE);")

@@ -87,3 +87,39 @@ def run_worker(case: dict | list[dict], settings: dict | None = None, prefix: st
     if isinstance(case, list):
         return {c.get("metric", "round_trip"): r for c, r in zip(cases, results, strict=True)}
     return results[0]
+
+
+DATA = Path(__file__).parent / "data"
+SCALED = ["median", "mean", "stdev", "p5", "p95", "p99", "ci_low", "ci_high"]
+
+
+def fleet_folders(folder: Path, count: int, machines: tuple[str, ...] = ("lab-a", "lab-b"),
+                  scale: dict[str, float] | None = None, first: int = 0) -> list[Path]:
+    """``count`` run folders (metadata.json and results.csv: what ``ipcbench store``
+    reads) of the stored format-2 run, as if run one hour apart on ``machines`` in turn.
+    Each has its own run_uuid, start and machine name, and its statistics scaled by its
+    own factor (``scale[machine]`` times 1.001 per run), so no two runs' rows are alike."""
+    import json
+    import uuid
+
+    import pandas as pd
+
+    meta = json.loads((DATA / "run-format-2" / "metadata.json").read_text())
+    results = pd.read_csv(DATA / "run-format-2" / "results.csv", keep_default_na=False,
+                          na_values=[""])
+    made = []
+    for i in range(first, first + count):
+        machine = machines[i % len(machines)]
+        run = folder / f"run-{i:03d}"
+        run.mkdir(parents=True)
+        factor = (scale or {}).get(machine, 1.0) * (1 + 0.001 * i)
+        scaled = results.copy()
+        scaled[SCALED] = results[SCALED] * factor
+        scaled.to_csv(run / "results.csv", index=False)
+        (run / "metadata.json").write_text(json.dumps({
+            **meta, "run_uuid": str(uuid.uuid4()),
+            "started": f"2026-12-{1 + i // 24:02d}T{i % 24:02d}:00:00+0000",
+            "machine": {**meta["machine"], "name": machine, "machine_id": f"id-{machine}",
+                        "topology": "1 package, 1 node, 1 LLC, 2 cores, 2 CPUs"}}))
+        made.append(run)
+    return made

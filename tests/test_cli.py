@@ -335,9 +335,9 @@ def test_fit_refuses_samples_without_a_model(tmp_path, tiny_run):
 
 
 def test_run_is_appended_to_the_history(tiny_run):
-    from harness import history
+    from harness import historydb
 
-    table = history.series(tiny_run.parent / "history.sqlite")
+    table = historydb.series(historydb.target(tiny_run.parent / "history.sqlite"))
     assert set(table.run_id) == {tiny_run.name}
     assert "latency/pipe/same-cpu/64B/k1" in set(table.name)
 

@@ -90,16 +90,31 @@ def test_every_format_names_the_same_suite_s_cases_alike():
     assert "contention/shm/k2/hold=busy/rho=0.3/service_us=500/0.04s/wait_ns" in names[0]
 
 
+LEGACY_HISTORY = """
+CREATE TABLE runs (
+    run_id TEXT PRIMARY KEY, started TEXT, finished TEXT, git_commit TEXT,
+    machine_id TEXT, suite TEXT, folder TEXT
+);
+CREATE TABLE cases (
+    run_id TEXT REFERENCES runs(run_id), name TEXT, experiment TEXT, transport TEXT,
+    placement TEXT, payload_bytes INTEGER, k INTEGER, metric TEXT, unit TEXT, n INTEGER,
+    median REAL, mean REAL, stdev REAL, p5 REAL, p95 REAL, p99 REAL, ci_low REAL,
+    ci_high REAL, ctx_switches_per_op REAL, cpu_ns_per_op REAL,
+    PRIMARY KEY (run_id, name)
+);
+"""  # the history's tables before its schema had a version (user_version 0: format 1)
+
+
 def test_a_format_1_history_is_renamed_to_today_s_names(tmp_path):
-    """History rows written before format 2 are renamed once, on the next write, and
-    read under today's names until then."""
+    """History rows written before format 2 get today's names when the file is upgraded,
+    the first time it is opened."""
     import sqlite3
 
-    from harness import history
+    from harness import historydb
 
     path = tmp_path / "history.sqlite"
     db = sqlite3.connect(path)
-    db.executescript(history.SCHEMA)
+    db.executescript(LEGACY_HISTORY)
     old = ["faults/pipe/kill/k2/L50/0.04s/64B/restart_d", "latency/pipe/same-cpu/64B/k1"]
     db.execute("INSERT INTO runs (run_id, started) VALUES ('r1', '2026-01-01')")
     db.executemany("INSERT INTO cases (run_id, name, median) VALUES ('r1', ?, 1.0)",
@@ -108,13 +123,12 @@ def test_a_format_1_history_is_renamed_to_today_s_names(tmp_path):
     db.close()
     today = ["faults/pipe/k2/mode=kill/crash_rate=50/0.04s/64B/restart_d",
              "latency/pipe/same-cpu/64B/k1"]
-    assert sorted(history.series(path).name) == sorted(today)  # read-only: not yet renamed
-    history.connect(path).close()
+    assert sorted(historydb.series(historydb.target(path)).name) == sorted(today)
     db = sqlite3.connect(path)
     stored = sorted(row[0] for row in db.execute("SELECT name FROM cases"))
-    version = db.execute("PRAGMA user_version").fetchone()[0]
+    version = db.execute("SELECT version FROM ipcbench_schema").fetchone()[0]
     db.close()
-    assert stored == sorted(today) and version == history.NAMES_VERSION
+    assert stored == sorted(today) and version == historydb.SCHEMA_VERSION
 
 
 def test_names_stay_apart_and_old_names_of_unknown_experiments_still_read():

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness import history, outfolder
+from harness import historydb, outfolder
 from harness.errors import UsageError
 from harness.ipcnames import stage_record
 from harness.names import new_run_prefix
@@ -70,11 +70,12 @@ def test_an_empty_out_folder_is_filled_and_a_failed_block_leaves_nothing(tmp_pat
 
 
 def test_two_runs_of_one_basename_keep_their_own_history_rows(tmp_path):
-    path = tmp_path / "h.sqlite"
-    results = pd.DataFrame({"status": ["ok"], **{c: [1] for c in history.STAT_COLUMNS}})
-    first = history.append(path, "run", {"started": "1"}, results, ["a"], tmp_path / "d1" / "run")
-    second = history.append(path, "run", {"started": "2"}, results.assign(median=2), ["a"],
-                            tmp_path / "d2" / "run")
-    assert (first, second) == ("run", "run-2")
-    table = history.series(path)
+    where = historydb.target(tmp_path / "h.sqlite")
+    results = pd.DataFrame({"status": ["ok"], **{c: [1] for c in historydb.cases.c.keys()[2:]}})
+    first = historydb.append(where, "run", {"started": "1"}, results, ["a"],
+                             tmp_path / "d1" / "run")
+    second = historydb.append(where, "run", {"started": "2"}, results.assign(median=2), ["a"],
+                              tmp_path / "d2" / "run")
+    assert (first.run_id, second.run_id) == ("run", "run-2")
+    table = historydb.series(where)
     assert list(table.run_id) == ["run", "run-2"] and list(table["median"]) == [1, 2]
