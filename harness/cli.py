@@ -695,10 +695,11 @@ def cmd_history(args: argparse.Namespace) -> int:
     table = historydb.series(where, filters)
     if table.empty:
         raise UsageError(f"history {where}: no runs{filters.said()}")
-    points = history.detect(table, threshold)
+    rows = history.series_rows(table)
+    points = history.detect(table, threshold, rows)
     plots = [history.plot_series(table, group, args.plots)
              for group in history.by_series(points)] if args.plots else []
-    print_history(table, points, summary_console(), args.every)
+    print_history(table, points, summary_console(), args.every, rows)
     for path in plots:
         print(f"plot: {path}")
     return 0

@@ -93,6 +93,9 @@ def sample_columns(parameters: list[str]) -> list[str]:
             *COUNTER_COLUMNS, *BATCH_COLUMNS, HISTOGRAM.name]
 
 
-# The history's per-case statistics (its ``cases`` table, after ``run_id`` and ``name``).
-HISTORY = [*CASE[: len(IDENTITY) + 2], *STATS, *COUNTERS[:2]]
+# What the history keeps of a case: what it is (once per case name, in ``case_names``)
+# and its statistics (per run, in ``cases``).
+HISTORY_CASE = CASE[: len(IDENTITY) + 2]
+HISTORY_VALUES = [*STATS, *COUNTERS[:2]]
+HISTORY = [*HISTORY_CASE, *HISTORY_VALUES]
 HISTORY_STATS = names(HISTORY)

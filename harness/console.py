@@ -8,16 +8,18 @@ import math
 import os
 import sys
 
+import numpy as np
 import pandas as pd
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from harness import units
 from harness.compare import FDR, POWER, Comparison, Verdict
 from harness.cputopology import Topology
 from harness.doctor import Finding
 from harness.fleet import MachineComparison
-from harness.history import ChangePoint
+from harness.history import ChangePoint, series_rows
 
 VERDICT_STYLE = {"failed": "bold red", "slower": "bold red", "faster": "green", "same": "",
                  "underpowered": "yellow", "unknown": "yellow"}
@@ -130,16 +132,18 @@ SERIES_SHOWN = 60  # more series than this: only those with change points, unles
 
 
 def print_history(table: pd.DataFrame, points: list[ChangePoint], console: Console,
-                  every: bool = False) -> None:
+                  every: bool = False,
+                  rows: dict[tuple[str, str], np.ndarray] | None = None) -> None:
     """One row per series (a case on a machine): its runs, first and last median, trend,
     and change points, with the kernel where it changed at one. A fleet has thousands of
     series: past SERIES_SHOWN only the flagged ones are listed, unless ``every``."""
     flagged: dict[tuple[str, str], list[ChangePoint]] = {}
     for point in points:
         flagged.setdefault((point.machine, point.name), []).append(point)
-    groups = table.groupby(["name", "machine"], sort=True).indices
-    shown = groups if every or len(groups) <= SERIES_SHOWN else {
-        key: rows for key, rows in groups.items() if (key[1], key[0]) in flagged}
+    groups = series_rows(table) if rows is None else rows
+    ordered = sorted(groups, key=lambda key: (key[1], key[0]))  # by case, then machine
+    shown = ordered if every or len(groups) <= SERIES_SHOWN else [
+        key for key in ordered if key in flagged]
     out = Table(title=f"History: {table.run_id.nunique()} runs of {table.machine.nunique()} "
                       f"machines, {len(groups)} series, {len(points)} change points",
                 title_justify="left")
@@ -147,16 +151,17 @@ def print_history(table: pd.DataFrame, points: list[ChangePoint], console: Conso
         out.add_column(name, justify="left" if name in ("case", "machine", "change points")
                        else "right")
     medians, units_of = table["median"].to_numpy(float), table.unit.astype(str).to_numpy()
-    for (name, machine), rows in shown.items():
-        first, last, unit = medians[rows[0]], medians[rows[-1]], units_of[rows[0]]
+    for machine, name in shown:
+        at = groups[(machine, name)]
+        first, last, unit = medians[at[0]], medians[at[-1]], units_of[at[0]]
         marks = "; ".join(
             f"{p.run_id}: {p.after / p.before - 1:+.1%} (z {p.z:+.1f})"
             + (f", kernel {p.kernel_before} to {p.kernel}" if p.kernel != p.kernel_before
                else "")
-            for p in flagged.get((str(machine), str(name)), []))
-        out.add_row(str(name), str(machine), str(len(rows)), units.show(first, unit),
+            for p in flagged.get((machine, name), []))
+        out.add_row(Text(name), Text(machine), str(len(at)), units.show(first, unit),
                     units.show(last, unit), f"{last / first - 1:+.1%}" if first else "-",
-                    f"[bold red]{marks}[/]" if marks else "")
+                    Text(marks, style="bold red"))  # Text: no markup to parse per row
     console.print(out)
     if len(shown) < len(groups):
         console.print(f"{len(groups) - len(shown)} series without a change point are not "

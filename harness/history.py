@@ -24,7 +24,6 @@ LOOKBACK = 10
 MIN_LOOKBACK = 4
 Z_LIMIT = 3.5  # Iglewicz and Hoaglin's cut-off for the modified z-score
 MAD_TO_SIGMA = 0.6745
-SERIES = ["machine", "name"]  # what one series is
 
 
 @dataclass(frozen=True)
@@ -58,47 +57,95 @@ def _first_change(values: np.ndarray, start: int, threshold: float,
                   ) -> tuple[int, float, float] | None:
     """The first index after ``start`` whose value departs from its window, the window
     being the up to LOOKBACK values before it but none before ``start``. Every index is
-    judged at once (a series of 1000 runs in well under a millisecond)."""
+    judged at once."""
     part = np.asarray(values[start:], dtype=float)
     if len(part) <= MIN_LOOKBACK:
         return None
     padded = np.concatenate([np.full(LOOKBACK, np.nan), part])
     windows = sliding_window_view(padded, LOOKBACK)[MIN_LOOKBACK : len(part)]
-    current = part[MIN_LOOKBACK:]
-    center = _row_medians(windows)
-    mad = _row_medians(np.abs(windows - center[:, None]))
-    # a floor on the spread: identical past values must not make any change infinite
-    spread = np.maximum(mad, np.abs(center) * threshold / 10) / MAD_TO_SIGMA
-    with np.errstate(divide="ignore", invalid="ignore"):
-        z = (current - center) / spread
-        hits = (np.abs(z) > Z_LIMIT) & (np.abs(current / center - 1) > threshold)
+    hits, z, center = _departures(windows, part[MIN_LOOKBACK:], threshold)
     if not hits.any():
         return None
     first = int(np.argmax(hits))
     return start + MIN_LOOKBACK + first, float(z[first]), float(center[first])
 
 
-def _row_medians(rows: np.ndarray) -> np.ndarray:
-    """The median of each row's numbers (NaN pads a short window: sorted last)."""
-    ordered = np.sort(rows, axis=1)
-    counts = np.count_nonzero(~np.isnan(rows), axis=1)
-    index = np.arange(len(rows))
-    low, high = ordered[index, (counts - 1) // 2], ordered[index, counts // 2]
+def _departures(windows: np.ndarray, current: np.ndarray, threshold: float,
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Whether each value departs from its window (the last axis: NaN where a window is
+    short), with its robust z and the window's median."""
+    center = _medians(windows)
+    mad = _medians(np.abs(windows - center[..., None]))
+    # a floor on the spread: identical past values must not make any change infinite
+    spread = np.maximum(mad, np.abs(center) * threshold / 10) / MAD_TO_SIGMA
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = (current - center) / spread
+        hits = (np.abs(z) > Z_LIMIT) & (np.abs(current / center - 1) > threshold)
+    return hits, z, center
+
+
+def _medians(windows: np.ndarray) -> np.ndarray:
+    """The median of each window's numbers, along the last axis (NaN pads a short window:
+    it sorts last)."""
+    ordered = np.sort(windows, axis=-1)
+    counts = np.count_nonzero(~np.isnan(windows), axis=-1)[..., None]
+    low = np.take_along_axis(ordered, (counts - 1) // 2, axis=-1)[..., 0]
+    high = np.take_along_axis(ordered, counts // 2, axis=-1)[..., 0]
     return (low + high) / 2
 
 
-def detect(table: pd.DataFrame, threshold: float = 0.05) -> list[ChangePoint]:
-    """Change points of every series of ``historydb.series`` rows (oldest first)."""
-    table = table.dropna(subset=["median"])
+def _may_change(series: list[np.ndarray], threshold: float, block: int = 256) -> np.ndarray:
+    """Whether each series has a change point, all of them judged at once (in blocks, to
+    bound the memory) with the window never restarted. Until its first change a series
+    is judged exactly so, so a series this clears has none; only the others need the
+    sequential pass (1000 runs of 1268 series: a tenth of a second instead of half)."""
+    found = np.zeros(len(series), dtype=bool)
+    for first in range(0, len(series), block):  # (none: no block)
+        part = series[first : first + block]
+        longest = max(map(len, part))
+        padded = np.full((len(part), LOOKBACK + longest), np.nan)
+        for row, values in enumerate(part):  # right-aligned: the front is padding
+            padded[row, LOOKBACK + longest - len(values):] = values
+        windows = sliding_window_view(padded, LOOKBACK, axis=1)[:, :longest]
+        enough = np.count_nonzero(~np.isnan(windows), axis=-1) >= MIN_LOOKBACK
+        hits, _, _ = _departures(windows, padded[:, LOOKBACK:], threshold)
+        found[first : first + block] = (hits & enough).any(axis=1)
+    return found
+
+
+def series_rows(table: pd.DataFrame) -> dict[tuple[str, str], np.ndarray]:
+    """Each series' rows of ``historydb.series`` (a machine, a case), oldest first, keyed
+    (machine, case) in that order."""
+    machine, machines = pd.factorize(table["machine"], sort=True)
+    name, names = pd.factorize(table["name"], sort=True)
+    key = machine.astype(np.int64) * max(len(names), 1) + name
+    order = np.argsort(key, kind="stable")
+    starts = np.flatnonzero(np.diff(key[order], prepend=-1))
+    groups = np.split(order, starts[1:])
+    return {(str(machines[machine[g[0]]]), str(names[name[g[0]]])): g for g in groups if len(g)}
+
+
+def detect(table: pd.DataFrame, threshold: float = 0.05,
+           rows: dict[tuple[str, str], np.ndarray] | None = None) -> list[ChangePoint]:
+    """Change points of every series of ``historydb.series`` rows (oldest first);
+    ``rows``: ``series_rows(table)``, if the caller has it already."""
+    rows = series_rows(table) if rows is None else rows
     medians = table["median"].to_numpy(float)
-    run_ids = table.run_id.astype(str).to_numpy()
-    kernels = table.kernel.fillna("?").astype(str).to_numpy()
+    run_ids = table.run_id.to_numpy()
+    kernels = table.kernel.fillna("?").to_numpy()
+    keys = list(rows)
+    # a missing median is no point of its series
+    kept = [rows[key][~np.isnan(medians[rows[key]])] for key in keys]
     points = []
-    for (machine, name), where in sorted(table.groupby(SERIES).indices.items()):
+    for key, where, may in zip(keys, kept, _may_change([medians[w] for w in kept], threshold),
+                               strict=True):
+        if not may:
+            continue
         for i, z, before in change_points(medians[where], threshold):
             at, previous = where[i], where[i - 1]
-            points.append(ChangePoint(str(machine), str(name), run_ids[at], before,
-                                      float(medians[at]), z, kernels[at], kernels[previous]))
+            points.append(ChangePoint(key[0], key[1], str(run_ids[at]), before,
+                                      float(medians[at]), z, str(kernels[at]),
+                                      str(kernels[previous])))
     return points
 
 

@@ -34,7 +34,16 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.pool import NullPool
 
-from harness.columns import BOOL, HISTORY, REAL, SIGNED_WHOLE, WHOLE
+from harness.columns import (
+    BOOL,
+    HISTORY,
+    HISTORY_CASE,
+    HISTORY_VALUES,
+    REAL,
+    SIGNED_WHOLE,
+    WHOLE,
+    names,
+)
 from harness.errors import UsageError
 from harness.metadata import FINGERPRINT_KEYS
 from harness.runfolder import format1_name
@@ -42,9 +51,8 @@ from harness.runfolder import format1_name
 HISTORY_VARIABLE = "IPCBENCH_HISTORY"
 DEFAULT_PATH = Path("results") / "history.sqlite"
 SCHEMA_VERSION = 2
-# Versions before the schema table: PRAGMA user_version of a SQLite file. 0: case names
+# Before the schema table, a SQLite file's PRAGMA user_version was its version. 0: case names
 # of run folder format 1; 1: today's names.
-LEGACY_VERSIONS = (0, 1)
 MACHINE_FIELDS = ("name", *FINGERPRINT_KEYS, "topology")
 
 _TYPES = {WHOLE: sa.BigInteger, SIGNED_WHOLE: sa.BigInteger, REAL: sa.Double, BOOL: sa.Boolean}
@@ -62,36 +70,42 @@ machines = sa.Table(
     sa.Column("python", sa.Text), sa.Column("topology", sa.Text),
     sa.Index("ix_machines_name", "name"),
 )
-# The first seven columns are those of a history from before the schema table, in order;
-# the rest are added to such a file by the upgrade.
 runs = sa.Table(
     "runs", schema,
-    sa.Column("run_id", sa.Text, primary_key=True),
-    sa.Column("started", sa.Text), sa.Column("finished", sa.Text),
-    sa.Column("git_commit", sa.Text), sa.Column("machine_id", sa.Text),
-    sa.Column("suite", sa.Text), sa.Column("folder", sa.Text),
-    sa.Column("run_uuid", sa.Text),
-    sa.Column("machine_key", sa.Text, sa.ForeignKey("machines.machine_key")),
+    sa.Column("run_key", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.Text, nullable=False, unique=True),  # the folder's name, or -2...
+    sa.Column("run_uuid", sa.Text, unique=True),  # the run's identity: stored once
+    sa.Column("machine_key", sa.Text, sa.ForeignKey("machines.machine_key"), nullable=False),
+    sa.Column("suite", sa.Text), sa.Column("started", sa.Text),
     sa.Column("started_utc", sa.Text),  # sorts across machines in other time zones
-    sa.Column("stored_at", sa.Text),
-    sa.Column("stored_from", sa.Text),  # the host that stored it
+    sa.Column("finished", sa.Text), sa.Column("git_commit", sa.Text),
+    sa.Column("folder", sa.Text),
+    sa.Column("stored_at", sa.Text), sa.Column("stored_from", sa.Text),  # when, which host
     # how disturbed the machine was: share of timed batches set aside, of CPU time stolen
     sa.Column("disturbed_share", sa.Double), sa.Column("steal_share", sa.Double),
-    sa.Index("ix_runs_run_uuid", "run_uuid", unique=True),
     sa.Index("ix_runs_machine_started", "machine_key", "started_utc"),
+)
+# A case's name and what it is, once: a run's rows are numbers only, so a fleet's
+# million rows read fast and take little room.
+case_names = sa.Table(
+    "case_names", schema,
+    sa.Column("case_key", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.Text, nullable=False, unique=True),
+    *[sa.Column(c.name, _TYPES.get(c.kind, sa.Text)) for c in HISTORY_CASE],
 )
 cases = sa.Table(
     "cases", schema,
-    sa.Column("run_id", sa.Text, sa.ForeignKey("runs.run_id"), primary_key=True),
-    sa.Column("name", sa.Text, primary_key=True),
-    *[sa.Column(c.name, _TYPES.get(c.kind, sa.Text)) for c in HISTORY],
+    sa.Column("run_key", sa.Integer, sa.ForeignKey("runs.run_key"), primary_key=True),
+    sa.Column("case_key", sa.Integer, sa.ForeignKey("case_names.case_key"), primary_key=True),
+    *[sa.Column(c.name, _TYPES.get(c.kind, sa.Text)) for c in HISTORY_VALUES],
 )
 versions = sa.Table("ipcbench_schema", schema,
                     sa.Column("version", sa.Integer, nullable=False))
-ADDED_RUN_COLUMNS = [c for c in runs.columns][7:]
-LEGACY_COLUMNS = {"runs": [c.name for c in runs.columns][:7],
-                  "cases": [c.name for c in cases.columns]}
 OURS = {t.name for t in schema.sorted_tables}
+# A history from before the schema table: two tables, and PRAGMA user_version.
+LEGACY_COLUMNS = {
+    "runs": ["run_id", "started", "finished", "git_commit", "machine_id", "suite", "folder"],
+    "cases": ["run_id", "name", *names(HISTORY)]}
 
 
 @dataclass(frozen=True)
@@ -253,7 +267,7 @@ def _version(where: Target, conn: sa.Connection) -> int | None:
         _check_columns(where, conn, {t.name: [c.name for c in t.columns]
                                      for t in schema.sorted_tables})
         return int(found)
-    if where.path is None or not {"runs", "cases"} <= tables or "machines" in tables:
+    if where.path is None or not {"runs", "cases"} <= tables or ours - {"runs", "cases"}:
         raise UsageError(f"history {where}: holds tables {sorted(ours)} but no "
                          f"{versions.name}: not an ipcbench history")
     _check_columns(where, conn, LEGACY_COLUMNS)
@@ -262,9 +276,9 @@ def _version(where: Target, conn: sa.Connection) -> int | None:
 
 def _check_columns(where: Target, conn: sa.Connection, expected: dict[str, list[str]]) -> None:
     inspector = sa.inspect(conn)
-    for table, names in expected.items():
+    for table, wanted in expected.items():
         found = [c["name"] for c in inspector.get_columns(table)]
-        if found != names:
+        if found != wanted:
             raise UsageError(f"history {where}: table {table!r} has other columns than an "
                              f"ipcbench history ({', '.join(found)})")
 
@@ -299,46 +313,56 @@ def _ready(where: Target, conn: sa.Connection, create: bool) -> bool:
 
 
 def _rename_format1_cases(conn: sa.Connection) -> None:
-    """Rows stored under format-1 probe names get today's names."""
-    names = conn.execute(sa.select(cases.c.name).distinct()).scalars().all()
-    renamed = [{"new": format1_name(n), "old": n} for n in names if format1_name(n) != n]
+    """Legacy rows stored under format-1 probe names get today's names."""
+    old = conn.exec_driver_sql("SELECT DISTINCT name FROM cases").scalars().all()
+    renamed = [(format1_name(n), n) for n in old if format1_name(n) != n]
     if renamed:
-        conn.execute(cases.update().where(cases.c.name == sa.bindparam("old"))
-                     .values(name=sa.bindparam("new")), renamed)
+        conn.exec_driver_sql("UPDATE cases SET name = ? WHERE name = ?", renamed)
 
 
 def _upgrade_to_2(conn: sa.Connection) -> None:
-    """Machines become rows of their own, and runs get a unique id and a UTC start.
+    """A history file from before schema versions, rebuilt in today's tables.
 
-    An old run's machine is known by its fingerprint hash alone, unless its run folder
-    is still where the history says, in which case its metadata.json gives the
-    fingerprint. Old runs of this very machine (same fingerprint) take this machine's
-    name, so its series go on unbroken; others are named by their fingerprint hash.
+    Machines become rows of their own, runs get a unique id and a UTC start, and a case's
+    name is stored once. An old run's machine is known by its fingerprint hash alone,
+    unless its run folder is still where the history says, in which case its
+    metadata.json gives the fingerprint. Old runs of this very machine (same fingerprint)
+    take this machine's name, so its series go on unbroken; others are named by their
+    fingerprint hash.
     """
     from harness.metadata import fingerprint, machine_name
 
     here = fingerprint()["machine_id"]
-    for column in ADDED_RUN_COLUMNS:
-        conn.exec_driver_sql(f"ALTER TABLE runs ADD COLUMN {column.name} "
-                             f"{column.type.compile(conn.dialect)}")
-    machines.create(conn)
-    versions.create(conn)
-    for index in runs.indexes:
-        index.create(conn)
-    old = conn.execute(sa.select(runs.c.run_id, runs.c.started, runs.c.machine_id,
-                                 runs.c.folder)).all()
-    for run_id, started, machine_id, folder in old:
+    for table in ("runs", "cases"):
+        conn.exec_driver_sql(f"ALTER TABLE {table} RENAME TO old_{table}")
+    schema.create_all(conn)
+    old = conn.exec_driver_sql("SELECT run_id, started, finished, git_commit, machine_id, "
+                               "suite, folder FROM old_runs").all()
+    for run_id, started, finished, git_commit, machine_id, suite, folder in old:
         meta = _folder_metadata(folder)
         machine = dict(meta.get("machine") or {}) if meta.get("machine", {}).get(
             "machine_id") == machine_id else {"machine_id": machine_id}
         fingerprint_id = str(machine_id or "unknown")
         machine.setdefault("name", machine_name() if fingerprint_id == here else fingerprint_id)
-        key = _insert_machine(conn, machine)
-        conn.execute(runs.update().where(runs.c.run_id == run_id).values(
-            machine_key=key, started_utc=utc(started),
-            run_uuid=run_uuid(meta) if meta else None, **_disturbance(meta)))
-    if conn.dialect.name == "sqlite":  # the version an older ipcbench looked at
-        conn.exec_driver_sql("PRAGMA user_version = 2")
+        conn.execute(runs.insert().values(
+            run_id=run_id, run_uuid=run_uuid(meta) if meta else None,
+            machine_key=_insert_machine(conn, machine), suite=suite, started=started,
+            started_utc=utc(started), finished=finished, git_commit=git_commit, folder=folder,
+            **_disturbance(meta)))
+    identity = ", ".join(c.name for c in HISTORY_CASE)
+    # one row per name; were an old file to disagree with itself, its first run's says
+    conn.exec_driver_sql(
+        f"INSERT INTO case_names (name, {identity}) SELECT name, {identity} FROM old_cases "
+        "WHERE rowid IN (SELECT MIN(rowid) FROM old_cases GROUP BY name)")
+    values = ", ".join(c.name for c in HISTORY_VALUES)
+    conn.exec_driver_sql(
+        f"INSERT INTO cases (run_key, case_key, {values}) SELECT r.run_key, n.case_key, "
+        + ", ".join(f"o.{c.name}" for c in HISTORY_VALUES)
+        + " FROM old_cases o JOIN runs r ON r.run_id = o.run_id "
+          "JOIN case_names n ON n.name = o.name")
+    conn.exec_driver_sql("DROP TABLE old_cases")
+    conn.exec_driver_sql("DROP TABLE old_runs")
+    conn.exec_driver_sql("PRAGMA user_version = 2")  # the version an older ipcbench read
     conn.execute(versions.insert().values(version=SCHEMA_VERSION))
 
 
@@ -409,8 +433,9 @@ def append(where: Target, run_id: str, metadata: dict[str, Any], results: pd.Dat
     one transaction. ``machine_name`` names a machine whose metadata has no name (a folder
     from before names); otherwise the metadata's name is the machine's."""
     measured = results.assign(name=names)[results.status == "ok"]
-    rows = [{"name": row[0], **dict(zip(cases.c.keys()[2:], map(_plain, row[1:]), strict=True))}
-            for row in measured[["name", *cases.c.keys()[2:]]].itertuples(index=False)]
+    identity = [c.name for c in HISTORY_CASE]
+    values = [c.name for c in HISTORY_VALUES]
+    kinds = measured.drop_duplicates("name")[["name", *identity]]
     machine = dict(metadata.get("machine") or {})
     if not machine.get("name"):
         machine["name"] = machine_name or str(machine.get("machine_id") or "unknown")
@@ -421,23 +446,40 @@ def append(where: Target, run_id: str, metadata: dict[str, Any], results: pd.Dat
         if done is not None:
             return Stored(done, new=False)
         key = _insert_machine(conn, machine)
-        stored = _insert_run(conn, run_id, uuid, {
+        stored, run_key = _insert_run(conn, run_id, uuid, {
             "started": metadata.get("started"), "finished": metadata.get("finished"),
-            "git_commit": metadata.get("git_commit"),
-            "machine_id": machine.get("machine_id"), "suite": metadata.get("suite"),
+            "git_commit": metadata.get("git_commit"), "suite": metadata.get("suite"),
             "folder": str(folder.resolve()), "run_uuid": uuid, "machine_key": key,
             "started_utc": utc(metadata.get("started")),
             "stored_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "stored_from": platform.node(), **_disturbance(metadata)})
-        if stored.new and rows:
-            conn.execute(cases.insert(), [{"run_id": stored.run_id, **r} for r in rows])
+        if stored.new and len(measured):
+            keys = _case_keys(conn, kinds)
+            conn.execute(cases.insert(), [
+                {"run_key": run_key, "case_key": keys[row[0]],
+                 **dict(zip(values, map(_plain, row[1:]), strict=True))}
+                for row in measured[["name", *values]].itertuples(index=False)])
         return stored
 
 
-def _insert_run(conn: sa.Connection, run_id: str, uuid: str, row: dict[str, Any]) -> Stored:
-    """The first free id of ``run_id``, ``run_id-2``, ...; the insert decides (the key),
-    each try in a savepoint so a taken id does not end the transaction. If the taken
-    one turns out to be this very run, stored by a concurrent writer, that is the answer."""
+def _case_keys(conn: sa.Connection, kinds: pd.DataFrame) -> dict[str, int]:
+    """Each case name's key, a new name inserted first. In name order: two writers adding
+    the same new names wait on each other in one order, never in a cycle."""
+    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    rows = [{k: _plain(v) for k, v in row.items()}
+            for row in kinds.sort_values("name").to_dict("records")]
+    conn.execute(insert(case_names).on_conflict_do_nothing(index_elements=["name"]), rows)
+    found = conn.execute(sa.select(case_names.c.name, case_names.c.case_key).where(
+        case_names.c.name.in_(kinds.name.tolist())))
+    return {name: key for name, key in found.all()}
+
+
+def _insert_run(conn: sa.Connection, run_id: str, uuid: str, row: dict[str, Any],
+                ) -> tuple[Stored, int]:
+    """The first free id of ``run_id``, ``run_id-2``, ...; the insert decides (the unique
+    key), each try in a savepoint so a taken id does not end the transaction. If the one
+    taken turns out to be this very run, stored by a concurrent writer, that is the
+    answer. Returns the run and its row's key."""
     taken = set(conn.execute(sa.select(runs.c.run_id).where(
         runs.c.run_id.startswith(run_id, autoescape=True))).scalars())
     n = 1
@@ -448,12 +490,13 @@ def _insert_run(conn: sa.Connection, run_id: str, uuid: str, row: dict[str, Any]
             continue
         try:
             with conn.begin_nested():
-                conn.execute(runs.insert().values(run_id=candidate, **row))
-            return Stored(candidate, new=True)
+                key = conn.execute(runs.insert().values(run_id=candidate, **row)
+                                   .returning(runs.c.run_key)).scalar_one()
+            return Stored(candidate, new=True), key
         except sa.exc.IntegrityError:
             done = conn.execute(sa.select(runs.c.run_id).where(runs.c.run_uuid == uuid)).scalar()
             if done is not None:
-                return Stored(done, new=False)
+                return Stored(done, new=False), -1
 
 
 def _disturbance(metadata: dict[str, Any]) -> dict[str, float | None]:
@@ -503,7 +546,7 @@ class Filters:
         if self.suite:
             query = query.where(runs.c.suite == self.suite)
         if self.case and with_cases:
-            query = query.where(cases.c.name.contains(self.case, autoescape=True))
+            query = query.where(case_names.c.name.contains(self.case, autoescape=True))
         return query
 
 
@@ -517,16 +560,25 @@ SERIES_COLUMNS = ["run_id", "started_utc", "machine", "kernel", "suite", "git_co
                   "name", "median", "unit"]
 
 
-def _read(where: Target, *queries: sa.Select) -> list[pd.DataFrame] | None:
-    """Each query's rows (upgrading an old file first); None if the history is empty."""
+@contextmanager
+def _reading(where: Target) -> Iterator[sa.Connection | None]:
+    """A connection to read in (an old file upgraded first), or None if the history is
+    empty."""
     with _engine(where, write=False) as engine, _connected(where, engine) as conn:
         found = _version(where, conn)
     if found is None:
-        return None
+        yield None
+        return
     if found != SCHEMA_VERSION:
         upgrade(where)
     with _engine(where, write=False) as engine, _connected(where, engine) as conn:
-        return [pd.read_sql(query, conn) for query in queries]
+        yield conn
+
+
+def _read(where: Target, *queries: sa.Select) -> list[pd.DataFrame] | None:
+    """Each query's rows; None if the history is empty."""
+    with _reading(where) as conn:
+        return None if conn is None else [pd.read_sql(query, conn) for query in queries]
 
 
 def upgrade(where: Target) -> None:
@@ -541,32 +593,46 @@ def upgrade(where: Target) -> None:
 def _joined(*columns: Any, with_cases: bool) -> sa.Select:
     joined = runs.join(machines, runs.c.machine_key == machines.c.machine_key)
     if with_cases:
-        joined = cases.join(joined, cases.c.run_id == runs.c.run_id)
+        joined = cases.join(joined, cases.c.run_key == runs.c.run_key).join(
+            case_names, case_names.c.case_key == cases.c.case_key)
     return sa.select(*columns).select_from(joined)
 
 
 def series(where: Target, filters: Filters = Filters()) -> pd.DataFrame:
     """One row per run and case: its median, the run's machine and kernel; oldest first.
 
-    The runs and their cases are read apart and joined here: a run's columns are not
-    repeated for each of its cases on the way out of the database (1000 runs of 128 cases
-    read in under half a second)."""
-    run_columns = [runs.c.run_id, runs.c.started_utc, machines.c.name.label("machine"),
-                   machines.c.kernel, runs.c.suite, runs.c.git_commit]
-    chosen = filters.where(_joined(runs.c.run_id, with_cases=False), with_cases=False)
-    case_query = sa.select(cases.c.run_id, cases.c.name, cases.c.median,
-                           sa.func.coalesce(cases.c.unit, "ns").label("unit")
-                           ).where(cases.c.run_id.in_(chosen.scalar_subquery()))
+    Runs and case names are read apart from the medians and joined here: only numbers
+    come out of the database by the hundred thousand, straight off the driver's cursor
+    (1000 runs of the quick suite's 321 cases are read in under half a second)."""
+    run_query = filters.where(_joined(
+        runs.c.run_key, runs.c.run_id, runs.c.started_utc, machines.c.name.label("machine"),
+        machines.c.kernel, runs.c.suite, runs.c.git_commit, with_cases=False),
+        with_cases=False).order_by(runs.c.started_utc, runs.c.run_id)
+    name_query = sa.select(case_names.c.case_key, case_names.c.name,
+                           sa.func.coalesce(case_names.c.unit, "ns").label("unit"))
     if filters.case:
-        case_query = case_query.where(cases.c.name.contains(filters.case, autoescape=True))
-    read = _read(where, filters.where(_joined(*run_columns, with_cases=False),
-                                      with_cases=False), case_query)
-    if read is None:
-        return pd.DataFrame(columns=SERIES_COLUMNS)
-    run_rows, case_rows = read
-    table = run_rows.merge(case_rows, on="run_id")[SERIES_COLUMNS]
-    table["median"] = pd.to_numeric(table["median"], errors="coerce")
-    return table.sort_values(["started_utc", "run_id"], kind="stable", ignore_index=True)
+        name_query = name_query.where(case_names.c.name.contains(filters.case,
+                                                                 autoescape=True))
+    value_query = sa.select(cases.c.run_key, cases.c.case_key, cases.c.median).where(
+        cases.c.run_key.in_(sa.select(run_query.subquery().c.run_key)))
+    if filters.case:
+        value_query = value_query.where(cases.c.case_key.in_(
+            sa.select(name_query.subquery().c.case_key)))
+    with _reading(where) as conn:
+        if conn is None:
+            return pd.DataFrame(columns=SERIES_COLUMNS)
+        run_rows = pd.read_sql(run_query, conn)
+        name_rows = pd.read_sql(name_query.order_by(case_names.c.name), conn)
+        fetched = conn.execute(value_query).cursor.fetchall()
+    values = np.array(fetched, dtype=float).reshape(-1, 3)  # a NULL median: NaN
+    run_at = pd.Index(run_rows.run_key).get_indexer(values[:, 0].astype(np.int64))
+    name_at = pd.Index(name_rows.case_key).get_indexer(values[:, 1].astype(np.int64))
+    order = np.lexsort((name_at, run_at))  # the runs come oldest first
+    run_at, name_at = run_at[order], name_at[order]
+    table = {c: run_rows[c].to_numpy()[run_at] for c in SERIES_COLUMNS if c in run_rows}
+    table |= {c: name_rows[c].to_numpy()[name_at] for c in ("name", "unit")}
+    table["median"] = values[order, 2]
+    return pd.DataFrame(table)[SERIES_COLUMNS]
 
 
 def runs_table(where: Target, filters: Filters = Filters()) -> pd.DataFrame:
@@ -579,8 +645,9 @@ def runs_table(where: Target, filters: Filters = Filters()) -> pd.DataFrame:
 
 def export_table(where: Target, filters: Filters = Filters()) -> pd.DataFrame:
     """Every stored case with its run and machine: the tidy table ``export`` writes."""
-    columns = [*RUN_COLUMNS, *MACHINE_COLUMNS, cases.c.name.label("case"),
-               *list(cases.c)[2:]]
+    columns = [*RUN_COLUMNS, *MACHINE_COLUMNS, case_names.c.name.label("case"),
+               *[case_names.c[c.name] for c in HISTORY_CASE],
+               *[cases.c[c.name] for c in HISTORY_VALUES]]
     query = filters.where(_joined(*columns, with_cases=True))
-    read = _read(where, query.order_by(runs.c.started_utc, runs.c.run_id, cases.c.name))
+    read = _read(where, query.order_by(runs.c.started_utc, runs.c.run_id, case_names.c.name))
     return read[0] if read else pd.DataFrame(columns=[c.name for c in columns])

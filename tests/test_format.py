@@ -125,7 +125,7 @@ def test_a_format_1_history_is_renamed_to_today_s_names(tmp_path):
              "latency/pipe/same-cpu/64B/k1"]
     assert sorted(historydb.series(historydb.target(path)).name) == sorted(today)
     db = sqlite3.connect(path)
-    stored = sorted(row[0] for row in db.execute("SELECT name FROM cases"))
+    stored = sorted(row[0] for row in db.execute("SELECT name FROM case_names"))
     version = db.execute("SELECT version FROM ipcbench_schema").fetchone()[0]
     db.close()
     assert stored == sorted(today) and version == historydb.SCHEMA_VERSION

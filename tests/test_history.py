@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from harness import history, historydb
+from harness.columns import HISTORY_STATS
 
 from .helpers import DATA, ipcbench
 
@@ -66,7 +67,7 @@ def test_every_index_judged_at_once_flags_what_the_rule_flags():
 
 
 def fake_results(median: float) -> tuple[pd.DataFrame, list[str]]:
-    results = pd.DataFrame([{c: 0 for c in historydb.cases.c.keys()[2:]} | {
+    results = pd.DataFrame([{c: 0 for c in HISTORY_STATS} | {
         "experiment": "latency", "transport": "pipe", "placement": "same-cpu", "unit": "ns",
         "metric": "round_trip", "payload_bytes": 64, "k": 1, "median": median, "n": 10,
         "status": "ok"}])
@@ -132,22 +133,30 @@ def test_a_run_stored_twice_is_stored_once(tmp_path):
 
 def test_today_s_sqlite_file_migrates_in_place(tmp_path):
     """tests/data/history-v1.sqlite was written by the code before schema versions (three
-    runs of the stored run folders, whose folders are gone)."""
+    runs of the stored run folders, whose folders are gone): every value comes through."""
     path = tmp_path / "history.sqlite"
     shutil.copy(DATA / "history-v1.sqlite", path)
+    columns = ", ".join(HISTORY_STATS)
     before = sqlite3.connect(path)
-    old = before.execute("SELECT run_id, name, median FROM cases ORDER BY 1, 2").fetchall()
+    old = before.execute(f"SELECT run_id, name, {columns} FROM cases ORDER BY 1, 2").fetchall()
+    old_runs = before.execute("SELECT run_id, started, git_commit, suite FROM runs "
+                              "ORDER BY 1").fetchall()
     before.close()
     where = historydb.target(path)
     runs = historydb.runs_table(where)
-    assert sorted(runs.run_id) == sorted({r[0] for r in old})
     assert set(runs.machine) == {"26410f9cd39c"}  # an old machine is named by its hash
     after = sqlite3.connect(path)
     try:
         assert after.execute("SELECT version FROM ipcbench_schema").fetchall() == [(2,)]
-        assert after.execute("SELECT run_id, name, median FROM cases ORDER BY 1, 2"
-                             ).fetchall() == old
+        assert after.execute(
+            f"SELECT run_id, name, {columns} FROM cases JOIN runs USING (run_key) "
+            "JOIN case_names USING (case_key) ORDER BY 1, 2").fetchall() == old
+        assert after.execute("SELECT run_id, started, git_commit, suite FROM runs "
+                             "ORDER BY 1").fetchall() == old_runs
         assert after.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        tables = {row[0] for row in after.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert tables == historydb.OURS  # the old tables are gone
     finally:
         after.close()
     results, names = fake_results(1.0)

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from harness import historydb, outfolder
+from harness.columns import HISTORY_STATS
 from harness.errors import UsageError
 from harness.ipcnames import stage_record
 from harness.names import new_run_prefix
@@ -71,7 +72,7 @@ def test_an_empty_out_folder_is_filled_and_a_failed_block_leaves_nothing(tmp_pat
 
 def test_two_runs_of_one_basename_keep_their_own_history_rows(tmp_path):
     where = historydb.target(tmp_path / "h.sqlite")
-    results = pd.DataFrame({"status": ["ok"], **{c: [1] for c in historydb.cases.c.keys()[2:]}})
+    results = pd.DataFrame({"status": ["ok"], **{c: [1] for c in HISTORY_STATS}})
     first = historydb.append(where, "run", {"started": "1"}, results, ["a"],
                              tmp_path / "d1" / "run")
     second = historydb.append(where, "run", {"started": "2"}, results.assign(median=2), ["a"],
