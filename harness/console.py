@@ -128,25 +128,32 @@ def print_findings(findings: list[Finding], console: Console) -> None:
     console.print(table)
 
 
-SERIES_SHOWN = 60  # more series than this: only those with change points, unless --all
+SERIES_SHOWN = 60  # series listed at most, unless --all
 
 
 def print_history(table: pd.DataFrame, points: list[ChangePoint], console: Console,
                   every: bool = False,
                   rows: dict[tuple[str, str], np.ndarray] | None = None) -> None:
-    """One row per series (a case on a machine): its runs, first and last median, trend,
-    and change points, with the kernel where it changed at one. A fleet has thousands of
-    series: past SERIES_SHOWN only the flagged ones are listed, unless ``every``."""
+    """The change points run by run (a kernel update moves a machine's every case at
+    once: one line says so), then one row per series (a case on a machine): its runs,
+    first and last median, trend and change points. A fleet has thousands of series:
+    past SERIES_SHOWN the listed ones are those that changed most, unless ``every``."""
+    groups = series_rows(table) if rows is None else rows
+    console.print(f"History: {_count(table.run_id.nunique(), 'run')} of "
+                  f"{_count(table.machine.nunique(), 'machine')}, "
+                  f"{_count(len(groups), 'series', 'series')}, "
+                  f"{_count(len(points), 'change point')}")
+    if points:
+        console.print(_points_by_run(points, groups))
     flagged: dict[tuple[str, str], list[ChangePoint]] = {}
     for point in points:
         flagged.setdefault((point.machine, point.name), []).append(point)
-    groups = series_rows(table) if rows is None else rows
-    ordered = sorted(groups, key=lambda key: (key[1], key[0]))  # by case, then machine
-    shown = ordered if every or len(groups) <= SERIES_SHOWN else [
-        key for key in ordered if key in flagged]
-    out = Table(title=f"History: {table.run_id.nunique()} runs of {table.machine.nunique()} "
-                      f"machines, {len(groups)} series, {len(points)} change points",
-                title_justify="left")
+    by_change = sorted(flagged, key=lambda key: -max(abs(p.after / p.before - 1)
+                                                    for p in flagged[key]))
+    shown = sorted(groups, key=lambda key: (key[1], key[0])) if every or \
+        len(groups) <= SERIES_SHOWN else sorted(by_change[:SERIES_SHOWN],
+                                                 key=lambda key: (key[1], key[0]))
+    out = Table(title="Series (a case on a machine)", title_justify="left")
     for name in ("case", "machine", "runs", "first", "last", "trend", "change points"):
         out.add_column(name, justify="left" if name in ("case", "machine", "change points")
                        else "right")
@@ -162,10 +169,41 @@ def print_history(table: pd.DataFrame, points: list[ChangePoint], console: Conso
         out.add_row(Text(name), Text(machine), str(len(at)), units.show(first, unit),
                     units.show(last, unit), f"{last / first - 1:+.1%}" if first else "-",
                     Text(marks, style="bold red"))  # Text: no markup to parse per row
-    console.print(out)
+    if shown:
+        console.print(out)
     if len(shown) < len(groups):
-        console.print(f"{len(groups) - len(shown)} series without a change point are not "
-                      "listed (--all lists them; --case and --machine narrow it)")
+        console.print(f"{len(shown)} of {len(groups)} series listed: those with the largest "
+                      f"change points ({len(flagged)} have one); --all lists every series, "
+                      "--case and --machine narrow them")
+
+
+def _count(n: int, one: str, many: str = "") -> str:
+    return f"{n} {one if n == 1 else many or one + 's'}"
+
+
+def _points_by_run(points: list[ChangePoint],
+                   groups: dict[tuple[str, str], np.ndarray]) -> Table:
+    """One row per machine and run with change points: how many of the machine's cases
+    moved there, by how much, and the kernel update if it came with one."""
+    cases_of: dict[str, int] = {}
+    for machine, _ in groups:
+        cases_of[machine] = cases_of.get(machine, 0) + 1
+    by_run: dict[tuple[str, str], list[ChangePoint]] = {}
+    for point in points:
+        by_run.setdefault((point.machine, point.run_id), []).append(point)
+    out = Table(title="Change points by run", title_justify="left")
+    for name in ("machine", "run", "cases moved", "median change", "range", "kernel"):
+        out.add_column(name, justify="right" if "change" in name or name in (
+            "cases moved", "range") else "left")
+    for (machine, run_id), found in sorted(by_run.items()):
+        changes = np.array([p.after / p.before - 1 for p in found])
+        kernel = found[0]
+        out.add_row(Text(machine), Text(run_id), f"{len(found)} of {cases_of[machine]}",
+                    f"{np.median(changes):+.1%}",
+                    f"{changes.min():+.1%} to {changes.max():+.1%}",
+                    f"{kernel.kernel_before} to {kernel.kernel}"
+                    if kernel.kernel != kernel.kernel_before else "")
+    return out
 
 
 def print_machine_comparison(result: MachineComparison, console: Console) -> None:

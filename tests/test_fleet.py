@@ -75,7 +75,7 @@ def test_the_fleet_s_views_over_a_postgresql_server(postgres_url, tmp_path):
                      "latency/pipe/same-cpu")
     assert trend.returncode == 0, trend.stderr
     assert "lab-a" in trend.stdout and "lab-b" not in trend.stdout
-    assert "6 runs of 1 machines" in trend.stdout
+    assert "6 runs of 1 machine," in trend.stdout
 
     side = ipcbench("history", "--history", postgres_url, "--compare-machines", "lab-a",
                     "lab-b", "--case", "latency/")
