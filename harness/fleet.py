@@ -94,7 +94,7 @@ def write_fleet_report(where: Target, out: Path, filters: Filters,
                    "stays in one line; red rings mark change points. Machines differ in "
                    "kind, so compare their lines for shape and for steps, and their levels "
                    "only as a description."),
-            sections=sections)
+            sections=sections, machine_heading="This report")
         from harness.renderers import HtmlRenderer
 
         (stage / REPORT_PAGE).write_text(HtmlRenderer(stage).render(report))

@@ -56,7 +56,8 @@ class MarkdownRenderer(Renderer):
 
     def render(self, report: Report) -> str:
         parts = [f"# {report.title}", "", report.facts, "", report.disturbance + ".", "",
-                 "## Machine", "", self._table(["key", "value"], report.machine), "",
+                 f"## {report.machine_heading}", "",
+                 self._table(["key", "value"], report.machine), "",
                  report.intro]
         for section in report.sections:
             parts += ["", f"## {section.title}"]
@@ -100,7 +101,8 @@ class HtmlRenderer(Renderer):
                  f"{esc(report.title)}</title><style>{HTML_STYLE}</style></head><body>"
                  f"<h1>{esc(report.title)}</h1>",
                  f"<p>{esc(report.facts)}</p>", f"<p>{esc(report.disturbance)}.</p>",
-                 "<h2>Machine</h2>", self._table(["key", "value"], report.machine),
+                 f"<h2>{esc(report.machine_heading)}</h2>",
+                 self._table(["key", "value"], report.machine),
                  f"<p class='note'>{esc(report.intro)}</p>"]
         for section in report.sections:
             parts.append(f"<h2>{esc(section.title)}</h2>")

@@ -161,6 +161,7 @@ class Report:
     intro: str
     sections: list[Section] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # parts of the analysis that failed
+    machine_heading: str = "Machine"  # what the key-value table describes
 
 
 def _section(title: str, rows: Rows, note: str = "", plots: list[str] | None = None,
