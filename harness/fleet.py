@@ -99,6 +99,10 @@ def write_fleet_report(where: Target, out: Path, filters: Filters,
 
         (stage / REPORT_PAGE).write_text(HtmlRenderer(stage).render(report))
         _swap_in(stage, out)
+    except OSError as exc:  # a full disk, a folder taken away: no half-written page
+        shutil.rmtree(stage, ignore_errors=True)
+        raise UsageError(f"--out {out}: cannot write the report ({exc.strerror or exc})"
+                         ) from None
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
