@@ -16,7 +16,7 @@ from dataclasses import asdict
 from importlib.metadata import entry_points
 from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 import pandas as pd
@@ -28,7 +28,6 @@ from harness import (
     baseline,
     cputopology,
     history,
-    historydb,
     native,
     outfolder,
     reference,
@@ -56,7 +55,6 @@ from harness.doctor import WARN, diagnose
 from harness.errors import UsageError
 from harness.export import export as export_runs
 from harness.export import write_csv
-from harness.fleet import compare_machines, write_fleet_report
 from harness.metadata import (
     MACHINE_NAME_VARIABLE,
     describe_machine,
@@ -74,6 +72,9 @@ from harness.report import Report, build_report, model_report
 from harness.results import RunData
 from harness.runner import Runner
 from harness.suite import Suite, load_suite
+
+if TYPE_CHECKING:  # SQLAlchemy only for the commands that use the history
+    from harness import historydb
 
 COMMANDS_GROUP = "ipcbench.commands"  # subcommands that bench adds: register(commands)
 EXIT_USAGE = 2
@@ -237,7 +238,7 @@ def build_parser() -> Parser:
 def add_history_option(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--history", metavar="FILE|URL",
                         help=f"{what}: a SQLite file or a postgresql:// URL (default: "
-                             f"${historydb.HISTORY_VARIABLE}, else {historydb.DEFAULT_PATH})")
+                             f"${history.HISTORY_VARIABLE}, else {history.DEFAULT_PATH})")
 
 
 def add_history_filters(parser: argparse.ArgumentParser) -> None:
@@ -250,6 +251,8 @@ def add_history_filters(parser: argparse.ArgumentParser) -> None:
 
 
 def history_filters(args: argparse.Namespace) -> historydb.Filters:
+    from harness import historydb
+
     return historydb.Filters(tuple(args.machine), args.kernel, args.suite, args.case)
 
 
@@ -324,8 +327,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     only = [x.strip() for x in args.only.split(",") if x.strip()] if args.only else None
     suite = load_suite(args.suite, only)
     name = machine_name(args.machine_name)
-    where = historydb.target(args.history)
     if not args.no_history:  # now, not after minutes of measuring
+        from harness import historydb
+
+        where = historydb.target(args.history)
         historydb.check(where, write=True)
     plan = suite.plan()
     console = Console(stderr=True)
@@ -633,6 +638,8 @@ def cmd_baseline_save(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     filtered = any((args.machine, args.kernel, args.suite, args.case))
     if args.from_history:
+        from harness import historydb
+
         if args.runs:
             raise UsageError("export: give run folders or --from-history, not both")
         where = historydb.target(args.history)
@@ -682,6 +689,8 @@ def cmd_topology(args: argparse.Namespace) -> int:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
+    from harness import historydb
+
     threshold = _threshold(args.threshold)
     if args.plots and args.plots.exists() and not args.plots.is_dir():
         raise UsageError(f"--plots {args.plots}: not a folder")
@@ -689,6 +698,8 @@ def cmd_history(args: argparse.Namespace) -> int:
     historydb.check(where)
     filters = history_filters(args)
     if args.compare_machines:
+        from harness.fleet import compare_machines
+
         a, b = args.compare_machines
         print_machine_comparison(compare_machines(where, a, b, filters), summary_console())
         return 0
@@ -707,6 +718,8 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 def cmd_store(args: argparse.Namespace) -> int:
     """Each folder is read (and checked) before any is stored: a bad one stores nothing."""
+    from harness import historydb
+
     where = historydb.target(args.history)
     historydb.check(where, write=True)
     read = [(folder, runfolder.read(folder, samples=False)) for folder in args.runs]
@@ -720,9 +733,13 @@ def cmd_store(args: argparse.Namespace) -> int:
 
 
 def cmd_fleet_report(args: argparse.Namespace) -> int:
+    from harness import historydb
+
     threshold = _threshold(args.threshold)
     where = historydb.target(args.history)
     historydb.check(where)
+    from harness.fleet import write_fleet_report
+
     machines, cases = write_fleet_report(where, args.out, history_filters(args), threshold)
     print(f"wrote {args.out / 'index.html'}: {machines} machines, {cases} cases")
     return 0

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -18,8 +19,10 @@ from harness import units
 from harness.compare import FDR, POWER, Comparison, Verdict
 from harness.cputopology import Topology
 from harness.doctor import Finding
-from harness.fleet import MachineComparison
 from harness.history import ChangePoint, series_rows
+
+if TYPE_CHECKING:  # the history's database (SQLAlchemy) only for the commands that read it
+    from harness.fleet import MachineComparison
 
 VERDICT_STYLE = {"failed": "bold red", "slower": "bold red", "faster": "green", "same": "",
                  "underpowered": "yellow", "unknown": "yellow"}

@@ -20,6 +20,10 @@ import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
+# Where the history is unless told (harness.historydb opens it; defined here, where the
+# command line can name it without importing SQLAlchemy).
+HISTORY_VARIABLE = "IPCBENCH_HISTORY"
+DEFAULT_PATH = Path("results") / "history.sqlite"
 LOOKBACK = 10
 MIN_LOOKBACK = 4
 Z_LIMIT = 3.5  # Iglewicz and Hoaglin's cut-off for the modified z-score

@@ -45,11 +45,10 @@ from harness.columns import (
     names,
 )
 from harness.errors import UsageError
+from harness.history import DEFAULT_PATH, HISTORY_VARIABLE
 from harness.metadata import FINGERPRINT_KEYS
 from harness.runfolder import format1_name
 
-HISTORY_VARIABLE = "IPCBENCH_HISTORY"
-DEFAULT_PATH = Path("results") / "history.sqlite"
 SCHEMA_VERSION = 2
 # Before the schema table, a SQLite file's PRAGMA user_version was its version. 0: case names
 # of run folder format 1; 1: today's names.
