@@ -221,9 +221,12 @@ def print_machine_comparison(result: MachineComparison, console: Console) -> Non
                     f"{row.ratio:.2f}x" if math.isfinite(row.ratio) else "-")
     console.print(out)
     for run in result.runs:
-        console.print(f"{run.machine}: {run.cpu_model}, {run.cpu_count} CPUs "
-                      f"({run.topology}), kernel {run.kernel}, {run.virtualization}, Python "
-                      f"{run.python}; run {run.run_id} of suite {run.suite}, {run.started}")
+        what = (f"{run.cpu_model}, {run.cpu_count} CPUs ({run.topology}), kernel "
+                f"{run.kernel}, {run.virtualization}, Python {run.python}"
+                if isinstance(run.cpu_model, str) else
+                "fingerprint not recorded (stored before machines were)")
+        console.print(f"{run.machine}: {what}; run {run.run_id} of suite {run.suite}, "
+                      f"{run.started}")
     only = [f"{n} only on {run.machine}" for n, run in zip(result.only, result.runs,
                                                               strict=True) if n]
     console.print(f"{len(result.cases)} cases on both"
