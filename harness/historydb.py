@@ -294,7 +294,13 @@ def _lock_schema(conn: sa.Connection) -> None:
 
 def _ready(where: Target, conn: sa.Connection, create: bool) -> bool:
     """Bring the schema to SCHEMA_VERSION inside ``conn``'s transaction (the upgrade is
-    all or nothing). False if the database is empty and ``create`` is off."""
+    all or nothing). False if the database is empty and ``create`` is off.
+
+    The lock is taken only to change the schema, so writers of a current database do
+    not queue behind each other; under it the version is read again, since another
+    writer may have made the change while this one waited."""
+    if _version(where, conn) == SCHEMA_VERSION:
+        return True
     _lock_schema(conn)
     found = _version(where, conn)
     if found == SCHEMA_VERSION:
