@@ -612,6 +612,19 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return gate_status(result, args.require_power)
 
 
+def _check_new_folder(path: Path, flag: str) -> None:
+    """``path`` is a folder, or one can be made there (nothing is made yet)."""
+    if path.exists():
+        if not path.is_dir():
+            raise UsageError(f"{flag} {path}: not a folder")
+        return
+    parent = path.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag} {path}: cannot make a folder in {parent}")
+
+
 def _threshold(percent: float) -> float:
     if not 0 < percent < 100:  # NaN fails this too
         raise UsageError("--threshold is a percentage between 0 and 100")
@@ -692,14 +705,19 @@ def cmd_history(args: argparse.Namespace) -> int:
     from harness import historydb
 
     threshold = _threshold(args.threshold)
-    if args.plots and args.plots.exists() and not args.plots.is_dir():
-        raise UsageError(f"--plots {args.plots}: not a folder")
+    if args.plots:
+        _check_new_folder(args.plots, "--plots")
     where = historydb.target(args.history)
     historydb.check(where)
     filters = history_filters(args)
     if args.compare_machines:
         from harness.fleet import compare_machines
 
+        mixed = [flag for flag, given in (("--machine", args.machine), ("--all", args.every),
+                                           ("--plots", args.plots)) if given]
+        if mixed:
+            raise UsageError(f"--compare-machines names its two machines; {mixed[0]} does "
+                             "not go with it")
         a, b = args.compare_machines
         print_machine_comparison(compare_machines(where, a, b, filters), summary_console())
         return 0
@@ -708,8 +726,11 @@ def cmd_history(args: argparse.Namespace) -> int:
         raise UsageError(f"history {where}: no runs{filters.said()}")
     rows = history.series_rows(table)
     points = history.detect(table, threshold, rows)
-    plots = [history.plot_series(table, group, args.plots)
-             for group in history.by_series(points)] if args.plots else []
+    try:
+        plots = [history.plot_series(table, group, args.plots)
+                 for group in history.by_series(points)] if args.plots else []
+    except OSError as exc:
+        raise UsageError(f"--plots {args.plots}: cannot write there ({exc.strerror})") from None
     print_history(table, points, summary_console(), args.every, rows)
     for path in plots:
         print(f"plot: {path}")
@@ -717,12 +738,17 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_store(args: argparse.Namespace) -> int:
-    """Each folder is read (and checked) before any is stored: a bad one stores nothing."""
+    """Every folder is read and checked before the first is stored, so a bad one is found
+    before anything is written; each run is then stored in a transaction of its own."""
     from harness import historydb
 
+    if args.machine_name is not None:
+        machine_name(args.machine_name)  # checked as run checks it
     where = historydb.target(args.history)
     historydb.check(where, write=True)
     read = [(folder, runfolder.read(folder, samples=False)) for folder in args.runs]
+    for folder, files in read:
+        runfolder.check_statistics(folder / "results.csv", files.results)
     for folder, files in read:  # results.csv as it is: what the run stored, or would have
         names = runfolder.case_names(files.results, files.parameters)
         saved = historydb.append(where, folder.resolve().name, files.metadata, files.results,

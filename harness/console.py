@@ -19,7 +19,7 @@ from harness import units
 from harness.compare import FDR, POWER, Comparison, Verdict
 from harness.cputopology import Topology
 from harness.doctor import Finding
-from harness.history import ChangePoint, series_rows
+from harness.history import ChangePoint, series_rows, trend
 
 if TYPE_CHECKING:  # the history's database (SQLAlchemy) only for the commands that read it
     from harness.fleet import MachineComparison
@@ -170,7 +170,7 @@ def print_history(table: pd.DataFrame, points: list[ChangePoint], console: Conso
                else "")
             for p in flagged.get((machine, name), []))
         out.add_row(Text(name), Text(machine), str(len(at)), units.show(first, unit),
-                    units.show(last, unit), f"{last / first - 1:+.1%}" if first else "-",
+                    units.show(last, unit), trend(first, last),
                     Text(marks, style="bold red"))  # Text: no markup to parse per row
     if shown:
         console.print(out)

@@ -8,6 +8,7 @@ differ in what they are, so their ratio describes them, it does not judge a chan
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from harness.historydb import Filters, Target
 from harness.report import Report
 
 REPORT_PAGE = "index.html"
+PLOT = re.compile(r"case-\d{4,}\.png")  # a case's plot, as the report names them
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,7 @@ def latest_run(where: Target, machine: str, filters: Filters) -> pd.Series:
     runs = historydb.runs_table(where, Filters(machines=(machine,), kernel=filters.kernel,
                                                suite=filters.suite))
     if runs.empty:
-        within = f" in suite {filters.suite}" if filters.suite else ""
+        within = Filters(kernel=filters.kernel, suite=filters.suite).said()
         raise UsageError(f"history {where}: no runs of machine {machine}{within}")
     return runs.iloc[-1]
 
@@ -97,7 +99,7 @@ def write_fleet_report(where: Target, out: Path, filters: Filters,
             sections=sections, machine_heading="This report")
         from harness.renderers import HtmlRenderer
 
-        (stage / REPORT_PAGE).write_text(HtmlRenderer(stage).render(report))
+        (stage / REPORT_PAGE).write_text(HtmlRenderer(stage).render(report), encoding="utf-8")
         _swap_in(stage, out)
     except OSError as exc:  # a full disk, a folder taken away: no half-written page
         shutil.rmtree(stage, ignore_errors=True)
@@ -110,11 +112,18 @@ def write_fleet_report(where: Target, out: Path, filters: Filters,
 
 
 def _check_out(out: Path) -> None:
-    """``out`` is new, empty, or an earlier fleet report (replaced whole)."""
+    """``out`` is new, empty, or an earlier fleet report: nothing but its page and plots,
+    which are replaced whole (anything else in it would be lost, so it is refused)."""
+    if not out.name or out.resolve() == Path.cwd().resolve():
+        raise UsageError(f"--out {out}: give the report a folder of its own")
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: not a folder")
-    if out.is_dir() and any(out.iterdir()) and not (out / REPORT_PAGE).is_file():
-        raise UsageError(f"--out {out}: holds other files than a fleet report")
+    if out.is_dir():
+        foreign = sorted(p.name for p in out.iterdir()
+                         if not (p.name == REPORT_PAGE or PLOT.fullmatch(p.name)))
+        if foreign:
+            raise UsageError(f"--out {out}: holds other files than a fleet report "
+                             f"({foreign[0]}); give an empty or a new folder")
     parent = out.absolute().parent
     while not parent.exists():
         parent = parent.parent
@@ -123,10 +132,17 @@ def _check_out(out: Path) -> None:
 
 
 def _swap_in(stage: Path, out: Path) -> None:
+    """The new report in, the earlier one out; if the new one cannot go in, the earlier
+    one is put back."""
     old = out.parent / f".{out.name}.old-{os.getpid()}"
     if out.exists():
         out.rename(old)
-    stage.rename(out)
+    try:
+        stage.rename(out)
+    except OSError:
+        if old.exists():
+            old.rename(out)
+        raise
     shutil.rmtree(old, ignore_errors=True)
 
 
@@ -168,8 +184,8 @@ def _case_section(name: str, rows: pd.DataFrame, points: list[history.ChangePoin
                              if p.kernel != p.kernel_before else "")
                           for p in flagged if p.machine == machine)
         body.append([str(machine), str(len(series)), _shown(first, unit), _shown(last, unit),
-                     f"{last / first - 1:+.1%}" if first else "-", marks])
-    plot = f"case-{number:04d}.png"
+                     history.trend(first, last), marks])
+    plot = f"case-{number:04d}.png"  # PLOT matches it
     _plot_case(name, rows, flagged, folder / plot)
     return Section(name, ["machine", "runs", "first", "last", "trend",
                                          "change points"], body, plots=[plot])

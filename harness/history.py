@@ -13,6 +13,7 @@ change point with the kernel it came with. Where the runs are stored is
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -171,8 +172,17 @@ def plot_series(table: pd.DataFrame, points: list[ChangePoint], folder: Path) ->
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     folder.mkdir(parents=True, exist_ok=True)
+    # readable, and unique: "a_b" on "c" and "a" on "b_c" read alike, their hash does not
     safe = f"{machine}_{name}".replace("/", "_").replace(" ", "_")
-    return save(fig, folder / f"{safe}.png")
+    unique = hashlib.sha256(f"{machine}\0{name}".encode()).hexdigest()[:8]
+    return save(fig, folder / f"{safe[:150]}-{unique}.png")
+
+
+def trend(first: float, last: float) -> str:
+    """The change from the first to the last value, or ``-`` where there is none to say."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.float64(last) / np.float64(first)
+    return f"{ratio - 1:+.1%}" if first and np.isfinite(ratio) else "-"
 
 
 def by_series(points: list[ChangePoint]) -> list[list[ChangePoint]]:

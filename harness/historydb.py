@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import platform
+import sqlite3
 import tempfile
 import time
 import zlib
@@ -53,6 +54,7 @@ SCHEMA_VERSION = 2
 # Before the schema table, a SQLite file's PRAGMA user_version was its version. 0: case names
 # of run folder format 1; 1: today's names.
 MACHINE_FIELDS = ("name", *FINGERPRINT_KEYS, "topology")
+MAX_SAME_NAME = 10_000  # runs of one folder name: name, name-2, ...
 
 _TYPES = {WHOLE: sa.BigInteger, SIGNED_WHOLE: sa.BigInteger, REAL: sa.Double, BOOL: sa.Boolean}
 
@@ -115,11 +117,20 @@ class Target:
     path: Path | None
 
     def __str__(self) -> str:
-        return str(self.path) if self.path else self.url.render_as_string(hide_password=True)
+        return str(self.path) if self.path else shown(self.url)
 
     @property
     def is_server(self) -> bool:
         return self.path is None
+
+
+SECRET_PARAMETERS = ("password", "passfile", "sslpassword")
+
+
+def shown(url: sa.URL) -> str:
+    """The URL as messages show it: no password, in the user part or in the query."""
+    hidden = {k: "***" for k in url.query if k.lower() in SECRET_PARAMETERS}
+    return url.update_query_dict(hidden).render_as_string(hide_password=True)
 
 
 def target(given: str | os.PathLike[str] | None = None) -> Target:
@@ -131,7 +142,7 @@ def target(given: str | os.PathLike[str] | None = None) -> Target:
         return Target(sa.URL.create("sqlite", database=text), Path(text))
     try:
         url = sa.make_url(text)
-    except sa.exc.ArgumentError:
+    except (sa.exc.ArgumentError, ValueError):  # ValueError: a port that is no number
         raise UsageError(f"history {text.split('://')[0]}://...: not a database URL") from None
     backend = url.get_backend_name()
     if backend == "sqlite":
@@ -139,11 +150,12 @@ def target(given: str | os.PathLike[str] | None = None) -> Target:
             raise UsageError("history sqlite://: name a file (sqlite:///path/history.sqlite)")
         return Target(url, Path(url.database))
     if backend != "postgresql":
-        raise UsageError(f"history {url.render_as_string(hide_password=True)}: a SQLite file "
-                         "or a postgresql:// URL")
-    if url.drivername == "postgresql":  # SQLAlchemy's default driver is psycopg2
-        url = url.set(drivername="postgresql+psycopg")
-    return Target(url, None)
+        raise UsageError(f"history {shown(url)}: a SQLite file or a postgresql:// URL")
+    if url.drivername not in ("postgresql", "postgresql+psycopg"):
+        raise UsageError(f"history {shown(url)}: ipcbench talks to PostgreSQL through "
+                         "psycopg (postgresql:// or postgresql+psycopg://)")
+    # SQLAlchemy's default driver is psycopg2; ipcbench installs psycopg 3
+    return Target(url.set(drivername="postgresql+psycopg"), None)
 
 
 # ---------------------------------------------------------------- checks before opening
@@ -205,11 +217,16 @@ def _engine(where: Target, write: bool) -> Iterator[sa.Engine]:
     30 s), so two writers never both read first and then deadlock upgrading."""
     if where.path is not None:
         if write:
-            where.path.parent.mkdir(parents=True, exist_ok=True)
-            url = sa.URL.create("sqlite", database=str(where.path))
-        else:  # read-only: opening writes nothing, not even an empty file's header
-            url = sa.make_url(f"sqlite:///{where.path.resolve().as_uri()}?mode=ro&uri=true")
-        engine = sa.create_engine(url, poolclass=NullPool, connect_args={"timeout": 30})
+            try:
+                where.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise UsageError(f"history {where}: cannot create its folder "
+                                 f"({exc.strerror})") from None
+        # A file: URI that sqlite decodes itself (any byte of the path escaped); read-only
+        # opening writes nothing, not even an empty file's header.
+        uri = where.path.resolve().as_uri() + ("?mode=rwc" if write else "?mode=ro")
+        engine = sa.create_engine("sqlite://", poolclass=NullPool, creator=lambda: sqlite3.connect(
+            uri, uri=True, timeout=30))
 
         @sa.event.listens_for(engine, "connect")
         def _autocommit_driver(dbapi_conn: Any, _record: Any) -> None:
@@ -219,7 +236,9 @@ def _engine(where: Target, write: bool) -> Iterator[sa.Engine]:
         def _begin(conn: sa.Connection) -> None:
             conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
     else:
-        engine = sa.create_engine(where.url, poolclass=NullPool,
+        # READ COMMITTED whatever the server's default: after waiting on another writer's
+        # lock, a statement must see what that writer committed
+        engine = sa.create_engine(where.url, poolclass=NullPool, isolation_level="READ COMMITTED",
                                   connect_args={"connect_timeout": 10})
     try:
         yield engine
@@ -270,7 +289,11 @@ def _version(where: Target, conn: sa.Connection) -> int | None:
         raise UsageError(f"history {where}: holds tables {sorted(ours)} but no "
                          f"{versions.name}: not an ipcbench history")
     _check_columns(where, conn, LEGACY_COLUMNS)
-    return int(conn.exec_driver_sql("PRAGMA user_version").scalar() or 0)
+    found = int(conn.exec_driver_sql("PRAGMA user_version").scalar() or 0)
+    if found not in (0, 1):
+        raise UsageError(f"history {where}: user_version {found} with the tables of a "
+                         "history from before schema versions: not one ipcbench wrote")
+    return found
 
 
 def _check_columns(where: Target, conn: sa.Connection, expected: dict[str, list[str]]) -> None:
@@ -292,7 +315,8 @@ def _lock_schema(conn: sa.Connection) -> None:
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
 
-def _ready(where: Target, conn: sa.Connection, create: bool) -> bool:
+def _ready(where: Target, conn: sa.Connection, create: bool,
+           storing: dict[str, Any] | None = None) -> bool:
     """Bring the schema to SCHEMA_VERSION inside ``conn``'s transaction (the upgrade is
     all or nothing). False if the database is empty and ``create`` is off.
 
@@ -313,7 +337,7 @@ def _ready(where: Target, conn: sa.Connection, create: bool) -> bool:
         return True
     if found == 0:
         _rename_format1_cases(conn)
-    _upgrade_to_2(conn)
+    _upgrade_to_2(conn, storing)
     return True
 
 
@@ -325,35 +349,51 @@ def _rename_format1_cases(conn: sa.Connection) -> None:
         conn.exec_driver_sql("UPDATE cases SET name = ? WHERE name = ?", renamed)
 
 
-def _upgrade_to_2(conn: sa.Connection) -> None:
+def _upgrade_to_2(conn: sa.Connection, storing: dict[str, Any] | None) -> None:
     """A history file from before schema versions, rebuilt in today's tables.
 
     Machines become rows of their own, runs get a unique id and a UTC start, and a case's
     name is stored once. An old run's machine is known by its fingerprint hash alone,
-    unless its run folder is still where the history says, in which case its
-    metadata.json gives the fingerprint. Old runs of this very machine (same fingerprint)
-    take this machine's name, so its series go on unbroken; others are named by their
-    fingerprint hash.
+    unless its run folder is still where the history says and is still that run's (same
+    start, same machine), in which case its metadata.json gives the fingerprint and the
+    run's id. Old runs of this machine take its name, so its series go on unbroken: the
+    name of the run being stored (``storing``: its metadata's machine) if that run is
+    this machine's, else ``$IPCBENCH_MACHINE_NAME`` or the host name. An old run is this
+    machine's if its fingerprint is this one's, or, where its folder tells, if its CPU
+    and virtualization are (kernel and Python may have changed since). Others are named
+    by their fingerprint hash.
     """
     from harness.metadata import fingerprint, machine_name
 
-    here = fingerprint()["machine_id"]
+    here = fingerprint()
+    name_here = (storing or {}).get("name") if (storing or {}).get(
+        "machine_id") == here["machine_id"] else None
+    name_here = name_here or machine_name()
+    hardware = ("cpu_model", "cpu_count", "virtualization")
     for table in ("runs", "cases"):
         conn.exec_driver_sql(f"ALTER TABLE {table} RENAME TO old_{table}")
     schema.create_all(conn)
     old = conn.exec_driver_sql("SELECT run_id, started, finished, git_commit, machine_id, "
                                "suite, folder FROM old_runs").all()
+    given: set[str] = set()
     for run_id, started, finished, git_commit, machine_id, suite, folder in old:
         meta = _folder_metadata(folder)
-        machine = dict(meta.get("machine") or {}) if meta.get("machine", {}).get(
-            "machine_id") == machine_id else {"machine_id": machine_id}
-        fingerprint_id = str(machine_id or "unknown")
-        machine.setdefault("name", machine_name() if fingerprint_id == here else fingerprint_id)
+        recorded = meta.get("machine")
+        if not (isinstance(recorded, dict) and recorded.get("machine_id") == machine_id
+                and meta.get("started") == started):
+            meta, recorded = {}, {}  # the folder is gone, or holds another run now
+        machine = {**recorded, "machine_id": machine_id}
+        mine = machine_id == here["machine_id"] or (bool(recorded) and all(
+            recorded.get(k) == here[k] for k in hardware))
+        machine["name"] = name_here if mine else str(machine_id or "unknown")
+        uuid = run_uuid(meta) if meta else None
+        if uuid in given:  # two rows of one run (stored twice from one folder): one id
+            uuid = None
+        given.add(uuid or "")
         conn.execute(runs.insert().values(
-            run_id=run_id, run_uuid=run_uuid(meta) if meta else None,
-            machine_key=_insert_machine(conn, machine), suite=suite, started=started,
-            started_utc=utc(started), finished=finished, git_commit=git_commit, folder=folder,
-            **_disturbance(meta)))
+            run_id=run_id, run_uuid=uuid, machine_key=_insert_machine(conn, machine),
+            suite=suite, started=started, started_utc=utc(started), finished=finished,
+            git_commit=git_commit, folder=folder, **_disturbance(meta)))
     identity = ", ".join(c.name for c in HISTORY_CASE)
     # one row per name; were an old file to disagree with itself, its first run's says
     conn.exec_driver_sql(
@@ -446,7 +486,7 @@ def append(where: Target, run_id: str, metadata: dict[str, Any], results: pd.Dat
         machine["name"] = machine_name or str(machine.get("machine_id") or "unknown")
     uuid = run_uuid(metadata)
     with _engine(where, write=True) as engine, _connected(where, engine) as conn:
-        _ready(where, conn, create=True)
+        _ready(where, conn, create=True, storing=machine)
         done = conn.execute(sa.select(runs.c.run_id).where(runs.c.run_uuid == uuid)).scalar()
         if done is not None:
             return Stored(done, new=False)
@@ -487,10 +527,8 @@ def _insert_run(conn: sa.Connection, run_id: str, uuid: str, row: dict[str, Any]
     answer. Returns the run and its row's key."""
     taken = set(conn.execute(sa.select(runs.c.run_id).where(
         runs.c.run_id.startswith(run_id, autoescape=True))).scalars())
-    n = 1
-    while True:
+    for n in range(1, MAX_SAME_NAME + 1):
         candidate = run_id if n == 1 else f"{run_id}-{n}"
-        n += 1
         if candidate in taken:
             continue
         try:
@@ -502,6 +540,7 @@ def _insert_run(conn: sa.Connection, run_id: str, uuid: str, row: dict[str, Any]
             done = conn.execute(sa.select(runs.c.run_id).where(runs.c.run_uuid == uuid)).scalar()
             if done is not None:
                 return Stored(done, new=False), -1
+    raise UsageError(f"history: {MAX_SAME_NAME} runs named {run_id!r} are stored already")
 
 
 def _disturbance(metadata: dict[str, Any]) -> dict[str, float | None]:
@@ -612,7 +651,7 @@ def series(where: Target, filters: Filters = Filters()) -> pd.DataFrame:
     run_query = filters.where(_joined(
         runs.c.run_key, runs.c.run_id, runs.c.started_utc, machines.c.name.label("machine"),
         machines.c.kernel, runs.c.suite, runs.c.git_commit, with_cases=False),
-        with_cases=False).order_by(runs.c.started_utc, runs.c.run_id)
+        with_cases=False).order_by(runs.c.started_utc.asc().nulls_first(), runs.c.run_id)
     name_query = sa.select(case_names.c.case_key, case_names.c.name,
                            sa.func.coalesce(case_names.c.unit, "ns").label("unit"))
     if filters.case:
@@ -644,7 +683,7 @@ def runs_table(where: Target, filters: Filters = Filters()) -> pd.DataFrame:
     """One row per run with its machine's fingerprint; oldest first."""
     columns = [*RUN_COLUMNS, *MACHINE_COLUMNS]
     query = filters.where(_joined(*columns, with_cases=False), with_cases=False)
-    read = _read(where, query.order_by(runs.c.started_utc, runs.c.run_id))
+    read = _read(where, query.order_by(runs.c.started_utc.asc().nulls_first(), runs.c.run_id))
     return read[0] if read else pd.DataFrame(columns=[c.name for c in columns])
 
 
@@ -654,5 +693,6 @@ def export_table(where: Target, filters: Filters = Filters()) -> pd.DataFrame:
                *[case_names.c[c.name] for c in HISTORY_CASE],
                *[cases.c[c.name] for c in HISTORY_VALUES]]
     query = filters.where(_joined(*columns, with_cases=True))
-    read = _read(where, query.order_by(runs.c.started_utc, runs.c.run_id, case_names.c.name))
+    read = _read(where, query.order_by(runs.c.started_utc.asc().nulls_first(), runs.c.run_id,
+                                       case_names.c.name))
     return read[0] if read else pd.DataFrame(columns=[c.name for c in columns])

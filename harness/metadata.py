@@ -66,8 +66,8 @@ def machine_name(given: str | None = None) -> str:
     """The name a fleet knows this machine by: ``--machine-name``, else
     ``$IPCBENCH_MACHINE_NAME``, else the host name. Cloud runners get a new host name per
     job, so they set one of the first two (as conbench's CONBENCH_MACHINE_INFO_NAME)."""
-    name = given if given is not None else os.environ.get(MACHINE_NAME_VARIABLE)
-    if name is None:
+    name = given if given is not None else os.environ.get(MACHINE_NAME_VARIABLE) or None
+    if name is None:  # an empty variable is an unset one, as $IPCBENCH_HISTORY is
         return platform.node() or "unnamed"
     name = name.strip()
     if not name or len(name) > 100 or not name.isprintable():

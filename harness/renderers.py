@@ -136,7 +136,7 @@ def file_renderers(folder: Path) -> dict[str, Renderer]:
 
 def write_report(report: Report, folder: Path) -> None:
     for name, renderer in file_renderers(folder).items():
-        (folder / name).write_text(renderer.render(report))
+        (folder / name).write_text(renderer.render(report), encoding="utf-8")
 
 
 def print_report(report: Report, console: Console) -> None:

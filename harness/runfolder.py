@@ -319,6 +319,16 @@ def _csv(path: Path, **options: Any) -> pd.DataFrame:
         raise UsageError(f"{path}: unreadable ({_why(exc).splitlines()[0]})") from None
 
 
+def check_statistics(path: Path, results: pd.DataFrame) -> None:
+    """UsageError unless every measured row has the statistics the history stores, as
+    numbers (``read`` checks a case's columns; the statistics only matter to a reader
+    that keeps them)."""
+    _check_columns(path, results, col.names(col.HISTORY_VALUES))
+    measured = results[results.status == "ok"].copy()
+    for column in col.names(col.HISTORY_VALUES):
+        _numbers(path, measured, column)
+
+
 def _check_columns(path: Path, frame: pd.DataFrame, needed: list[str]) -> None:
     absent = [c for c in needed if c not in frame.columns]
     if absent:

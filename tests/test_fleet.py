@@ -114,9 +114,10 @@ def test_a_fleet_report_never_overwrites_other_files(tmp_path):
     out = tmp_path / "mine"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
+    (out / "index.html").write_text("my own page")  # a page alone does not make it a report
     done = ipcbench("fleet-report", "--history", str(where), "--out", str(out))
     assert done.returncode == 2 and "holds other files" in done.stderr
-    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+    assert sorted(p.name for p in out.iterdir()) == ["index.html", "notes.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["h.sqlite", "mine", "runs"]
 
 
@@ -162,3 +163,13 @@ def test_machine_rows_keep_a_kernel_update_in_one_series(tmp_path):
     table = historydb.series(where)
     assert list(table.kernel) == ["6.1", "6.1", "6.8"]
     assert np.array_equal(table["median"], [1.0, 2.0, 3.0])
+
+
+def test_store_checks_every_folder_before_storing_any(tmp_path):
+    where = tmp_path / "h.sqlite"
+    good, bad = fleet_folders(tmp_path / "runs", 2)
+    results = pd.read_csv(bad / "results.csv")
+    results.drop(columns=["median"]).to_csv(bad / "results.csv", index=False)
+    done = ipcbench("store", str(good), str(bad), "--history", str(where))
+    assert done.returncode == 2 and "median" in done.stderr, done.stderr
+    assert done.stderr.count("\n") == 1 and not where.exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -101,7 +102,8 @@ def test_a_step_on_one_machine_is_flagged_with_the_kernel_it_came_with(tmp_path)
     assert done.returncode == 0, done.stderr
     assert "m1-run6" in done.stdout and "kernel 6.1 to 6.8" in done.stdout
     assert "m2" in done.stdout  # few series: every one is listed
-    assert [p.name for p in plots.iterdir()] == ["m1_latency_pipe_same-cpu_64B_k1.png"]
+    [plot] = plots.iterdir()
+    assert plot.name.startswith("m1_latency_pipe_same-cpu_64B_k1-") and plot.suffix == ".png"
 
 
 def test_history_filters_by_machine_kernel_and_suite(tmp_path):
@@ -131,9 +133,14 @@ def test_a_run_stored_twice_is_stored_once(tmp_path):
     assert len(historydb.series(where)) == 2
 
 
-def test_today_s_sqlite_file_migrates_in_place(tmp_path):
+ELSEWHERE = {"machine_id": "not-the-fixture-s", "cpu_model": "Other CPU", "cpu_count": 64,
+             "kernel": "6.1", "virtualization": "none", "python": "3.12.0"}
+
+
+def test_today_s_sqlite_file_migrates_in_place(tmp_path, monkeypatch):
     """tests/data/history-v1.sqlite was written by the code before schema versions (three
     runs of the stored run folders, whose folders are gone): every value comes through."""
+    monkeypatch.setattr("harness.metadata.fingerprint", lambda: ELSEWHERE)
     path = tmp_path / "history.sqlite"
     shutil.copy(DATA / "history-v1.sqlite", path)
     columns = ", ".join(HISTORY_STATS)
@@ -166,6 +173,55 @@ def test_today_s_sqlite_file_migrates_in_place(tmp_path):
         len(old) + 1
 
 
+def fixture_with_its_folders(tmp_path: Path) -> Path:
+    """The v1 fixture, its runs' folders present again: both rows of the run stored twice
+    (``...-format-suite`` and ``...-2``) point at one folder of the run-format-2 run, and
+    the format-1 run's row at a folder that now holds another run."""
+    path = tmp_path / "history.sqlite"
+    shutil.copy(DATA / "history-v1.sqlite", path)
+    shutil.copytree(DATA / "run-format-2", tmp_path / "twice")
+    shutil.copytree(DATA / "run-format-2", tmp_path / "reused")
+    db = sqlite3.connect(path)
+    db.execute("UPDATE runs SET folder = ? WHERE run_id LIKE '20261204%'",
+               (str(tmp_path / "twice"),))
+    db.execute("UPDATE runs SET folder = ? WHERE run_id LIKE '20261120%'",
+               (str(tmp_path / "reused"),))
+    db.commit()
+    db.close()
+    return path
+
+
+def test_an_upgrade_takes_a_run_s_identity_only_from_its_own_folder(tmp_path, monkeypatch):
+    monkeypatch.setattr("harness.metadata.fingerprint", lambda: ELSEWHERE)
+    where = historydb.target(fixture_with_its_folders(tmp_path))
+    runs = historydb.runs_table(where).set_index("run_id")
+    twice = runs.loc[["20261204-072249-format-suite", "20261204-072249-format-suite-2"]]
+    assert twice.cpu_model.tolist() == ["Intel(R) Xeon(R) Processor"] * 2  # from the folder
+    uuids = sqlite3.connect(where.path).execute(
+        "SELECT run_id, run_uuid FROM runs ORDER BY run_id").fetchall()
+    given = [u for _, u in uuids if u]
+    assert len(given) == len(set(given)) == 1  # the run stored twice has one identity
+    reused = runs.loc["20261120-101500-format-suite"]
+    assert pd.isna(reused.cpu_model)  # its folder holds another run now: not taken from it
+
+
+def test_old_runs_of_this_machine_take_its_name_across_a_kernel_update(tmp_path, monkeypatch):
+    """Same CPU and virtualization as the fixture's runs, another kernel and Python: the
+    old runs are this machine's, under the name the new run gives."""
+    here = {"machine_id": "after-update", "cpu_model": "Intel(R) Xeon(R) Processor",
+            "cpu_count": 2, "kernel": "6.19", "virtualization": "vm:kvm+container:docker",
+            "python": "3.11.9"}
+    monkeypatch.setattr("harness.metadata.fingerprint", lambda: here)
+    where = historydb.target(fixture_with_its_folders(tmp_path))
+    results, names = fake_results(1.0)
+    historydb.append(where, "new", {"run_uuid": "n", "machine": {**here, "name": "lab-7"}},
+                     results, names, tmp_path)
+    runs = historydb.runs_table(where).set_index("run_id")
+    assert runs.loc["new"].machine == "lab-7"
+    assert runs.loc["20261204-072249-format-suite"].machine == "lab-7"
+    assert runs.loc["20261120-101500-format-suite"].machine == "26410f9cd39c"  # unknown
+
+
 def test_history_without_a_database(tmp_path):
     done = ipcbench("history", "--history", str(tmp_path / "none.sqlite"))
     assert done.returncode == 2 and "no such database" in done.stderr
@@ -182,9 +238,21 @@ def test_history_reads_the_environment_s_history(tmp_path, monkeypatch):
     ("mysql://u@h/db", "a SQLite file or a postgresql:// URL"),
     ("sqlite://", "name a file"),
     ("postgresql://ipc:s3cret@/db?host=/nonexistent-socket-dir", "connection"),
+    ("postgresql://ipc@/db?host=/nonexistent-socket-dir&password=s3cret", "connection"),
+    ("postgresql://ipc:s3cret@host:port/db", "not a database URL"),
+    ("postgresql+psycopg2://ipc:s3cret@/db", "through psycopg"),
 ])
 def test_a_history_that_cannot_be_used_is_one_line_and_never_shows_a_password(
         tmp_path, given, words):
     done = ipcbench("history", "--history", given)
     assert done.returncode == 2 and words in done.stderr, done.stderr
     assert done.stderr.count("\n") == 1 and "s3cret" not in done.stderr
+
+
+def test_plots_where_no_folder_can_be_made_is_one_line(tmp_path):
+    where = tmp_path / "h.sqlite"
+    store_series(historydb.target(where), [1.0] * 3, "m1")
+    (tmp_path / "file").write_text("x")
+    done = ipcbench("history", "--history", str(where), "--plots", str(tmp_path / "file" / "x"))
+    assert done.returncode == 2 and "cannot make a folder" in done.stderr, done.stderr
+    assert done.stderr.count("\n") == 1
