@@ -185,7 +185,10 @@ def percentile_curve(histogram: HdrHistogram, points: int = 200) -> tuple[list[f
     last percentile the count can show."""
     top = math.log10(max(histogram.get_total_count(), 10))
     xs = list(np.linspace(-math.log10(0.5), top, points))
-    return xs, [float(histogram.get_value_at_percentile(100 * (1 - 10 ** -x))) for x in xs]
+    wanted = [100 * (1 - 10 ** -x) for x in xs]
+    # one pass over the buckets for all of them (a pass each took 1.3 s for a curve)
+    found = histogram.get_percentile_to_value_dict(wanted)
+    return xs, [float(found.get(q, 0)) for q in wanted]
 
 
 EXPERIMENT = Tail()
