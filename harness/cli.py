@@ -767,5 +767,6 @@ def cmd_fleet_report(args: argparse.Namespace) -> int:
     from harness.fleet import write_fleet_report
 
     machines, cases = write_fleet_report(where, args.out, history_filters(args), threshold)
-    print(f"wrote {args.out / 'index.html'}: {machines} machines, {cases} cases")
+    print(f"wrote {args.out / 'index.html'}: {machines} machine{'s' * (machines != 1)}, "
+          f"{cases} case{'s' * (cases != 1)}")
     return 0

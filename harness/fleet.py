@@ -24,6 +24,7 @@ from harness.historydb import Filters, Target
 from harness.report import Report
 
 REPORT_PAGE = "index.html"
+TITLE = b"<title>ipcbench fleet report</title>"  # how an earlier report's page begins
 PLOT = re.compile(r"case-\d{4,}\.png")  # a case's plot, as the report names them
 
 
@@ -121,6 +122,9 @@ def _check_out(out: Path) -> None:
     if out.is_dir():
         foreign = sorted(p.name for p in out.iterdir()
                          if not (p.name == REPORT_PAGE or PLOT.fullmatch(p.name)))
+        page = out / REPORT_PAGE
+        if not foreign and page.is_file() and TITLE not in page.read_bytes()[:400]:
+            foreign = [REPORT_PAGE]  # a page of someone else's
         if foreign:
             raise UsageError(f"--out {out}: holds other files than a fleet report "
                              f"({foreign[0]}); give an empty or a new folder")

@@ -113,11 +113,10 @@ def test_a_fleet_report_never_overwrites_other_files(tmp_path):
     assert ipcbench("store", str(folder), "--history", str(where)).returncode == 0
     out = tmp_path / "mine"
     out.mkdir()
-    (out / "notes.txt").write_text("mine")
-    (out / "index.html").write_text("my own page")  # a page alone does not make it a report
+    (out / "index.html").write_text("<title>my own page</title>")  # not a report's page
     done = ipcbench("fleet-report", "--history", str(where), "--out", str(out))
     assert done.returncode == 2 and "holds other files" in done.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["index.html", "notes.txt"]
+    assert [p.name for p in out.iterdir()] == ["index.html"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["h.sqlite", "mine", "runs"]
 
 
