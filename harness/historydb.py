@@ -119,10 +119,6 @@ class Target:
     def __str__(self) -> str:
         return str(self.path) if self.path else shown(self.url)
 
-    @property
-    def is_server(self) -> bool:
-        return self.path is None
-
 
 SECRET_PARAMETERS = ("password", "passfile", "sslpassword")
 
