@@ -103,9 +103,9 @@ def _may_change(series: list[np.ndarray], threshold: float, block: int = 256) ->
     """Whether each series has a change point, all of them judged at once (in blocks, to
     bound the memory) with the window never restarted. Until its first change a series
     is judged exactly so, so a series this clears has none; only the others need the
-    sequential pass (1000 runs of 1268 series: a tenth of a second instead of half)."""
+    sequential pass (1000 runs in 1268 series, 310 of them stepped: 0.2 s, not 0.35 s)."""
     found = np.zeros(len(series), dtype=bool)
-    for first in range(0, len(series), block):  # (none: no block)
+    for first in range(0, len(series), block):
         part = series[first : first + block]
         longest = max(map(len, part))
         padded = np.full((len(part), LOOKBACK + longest), np.nan)
